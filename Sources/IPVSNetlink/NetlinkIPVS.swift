@@ -1,0 +1,3 @@
+import CLibmnl
+import CLibnlGenl
+import IPVS

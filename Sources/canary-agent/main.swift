@@ -1,0 +1,1 @@
+print("canary-agent")
