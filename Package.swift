@@ -14,6 +14,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // C libraries, found with pkg-config; installed from Debian's -dev packages.
@@ -35,10 +38,23 @@ let package = Package(
         // Desired state, weight solver, planner. Pure Swift: no kernel, no cluster.
         .target(name: "CanaryCore", dependencies: ["IPVS"]),
 
+        // A small Kubernetes client: configuration, list+watch informers over async-http-client.
+        .target(
+            name: "KubernetesClient",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Services, EndpointSlices and the Node → the desired state (the annotation scheme).
+        .target(name: "KubernetesSource", dependencies: ["KubernetesClient", "CanaryCore", "IPVS"]),
+
         .executableTarget(
             name: "canary-agent",
             dependencies: [
-                "IPVS", "IPVSNetlink", "CanaryCore",
+                "IPVS", "IPVSNetlink", "CanaryCore", "KubernetesClient", "KubernetesSource",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -51,6 +67,16 @@ let package = Package(
             dependencies: [
                 "CanaryCore", "IPVS",
                 .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
+        ),
+        .testTarget(
+            name: "KubernetesTests",
+            dependencies: [
+                "KubernetesClient", "KubernetesSource", "CanaryCore", "IPVS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
     ]
