@@ -28,5 +28,12 @@ static inline int canary_set_netlink_opt(int fd, int option, int value) {
     return -errno;
 }
 
+/// Sets SO_RCVTIMEO; returns 0 or -errno.
+static inline int canary_set_receive_timeout(int fd, int milliseconds) {
+    struct timeval tv = { .tv_sec = milliseconds / 1000, .tv_usec = (milliseconds % 1000) * 1000 };
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0) return 0;
+    return -errno;
+}
+
 static inline int canary_errno(void) { return errno; }
 #endif

@@ -26,6 +26,8 @@ public enum IPVSError: Error, Hashable, Sendable, CustomStringConvertible {
     case kernel(errno: Int32, operation: String, subject: String)
     /// A socket call failed.
     case socket(call: String, errno: Int32)
+    /// libnl failed (family resolution).
+    case netlinkLibrary(call: String, message: String)
     /// The kernel sent something too short or malformed to read.
     case malformedMessage(String)
     /// Not allowed: CAP_NET_ADMIN is needed.
@@ -44,6 +46,7 @@ public enum IPVSError: Error, Hashable, Sendable, CustomStringConvertible {
         case .invalidArgument(let operation, let subject): "\(operation) \(subject): invalid argument"
         case .kernel(let code, let operation, let subject): "\(operation) \(subject): \(Self.errorText(code))"
         case .socket(let call, let code): "netlink \(call): \(Self.errorText(code))"
+        case .netlinkLibrary(let call, let message): "libnl \(call): \(message)"
         case .malformedMessage(let detail): "malformed netlink message from the kernel: \(detail)"
         case .permissionDenied(let operation): "\(operation): permission denied (CAP_NET_ADMIN is needed)"
         }
