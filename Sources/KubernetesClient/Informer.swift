@@ -1,0 +1,214 @@
+import Logging
+
+/// Exponential backoff with jitter: `initial × multiplier^attempt`, capped at `maximum`, each delay
+/// randomly shortened by up to `jitter` of itself so that many agents do not retry in step.
+public struct Backoff: Sendable, Hashable {
+    public var initial: Duration
+    public var maximum: Duration
+    public var multiplier: Double
+    /// 0 ... 1: the part of each delay that is random.
+    public var jitter: Double
+
+    public init(
+        initial: Duration = .milliseconds(800), maximum: Duration = .seconds(30), multiplier: Double = 2,
+        jitter: Double = 0.5
+    ) {
+        self.initial = initial
+        self.maximum = maximum
+        self.multiplier = max(1, multiplier)
+        self.jitter = min(1, max(0, jitter))
+    }
+
+    /// The delay before retry number `attempt` (0 for the first retry); `random` is in 0 ..< 1.
+    public func delay(attempt: Int, random: Double = Double.random(in: 0..<1)) -> Duration {
+        let initialSeconds = Self.seconds(initial), maximumSeconds = Self.seconds(maximum)
+        let grown = initialSeconds * pow(multiplier, Double(min(max(attempt, 0), 64)))
+        let capped = min(grown, maximumSeconds)
+        let jittered = capped * (1 - jitter * min(max(random, 0), 1))
+        return .nanoseconds(Int64(jittered * 1e9))
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        let (seconds, attoseconds) = duration.components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+
+    private func pow(_ base: Double, _ exponent: Double) -> Double {
+        var result = 1.0
+        var remaining = Int(exponent)
+        while remaining > 0 && result < 1e12 {
+            result *= base
+            remaining -= 1
+        }
+        return result
+    }
+}
+
+/// How an informer lists and watches.
+public struct InformerOptions: Sendable {
+    /// Items per list page (`limit`); nil lists in one request.
+    public var pageSize: Int? = 500
+    /// The server ends each watch after this long (`timeoutSeconds`, whole seconds); the informer watches again.
+    public var watchTimeout: Duration = .seconds(300)
+    /// A watch with no byte for this long is given up and opened again. Nil: the watch timeout plus 30 s.
+    public var idleTimeout: Duration?
+    /// Delays between failed attempts; the informer never gives up.
+    public var backoff = Backoff()
+    /// A watch that ends cleanly sooner than this, having delivered nothing, counts as a failure (backoff)
+    /// rather than as a server timeout (re-watch at once).
+    public var minimumWatchDuration: Duration = .seconds(1)
+
+    public init() {}
+
+    var effectiveIdleTimeout: Duration { idleTimeout ?? watchTimeout + .seconds(30) }
+    var timeoutSeconds: Int { max(1, Int(watchTimeout.components.seconds)) }
+}
+
+/// One change of an informer's cache, with the whole cache after it.
+public struct InformerUpdate<Object: KubernetesObject>: Sendable {
+    public enum Change: Sendable, Hashable {
+        /// The cache was replaced by a full list (the first one, or after 410 Gone / an ERROR event).
+        case relisted
+        case added(ObjectKey)
+        case modified(ObjectKey)
+        case deleted(ObjectKey)
+    }
+
+    public var change: Change
+    /// Every object, by `namespace/name`.
+    public var objects: [ObjectKey: Object]
+    /// The resource version the cache is at.
+    public var resourceVersion: String
+}
+
+/// List+watch with informer semantics for one resource: a cache keyed by namespace/name, kept by
+/// ADDED/MODIFIED/DELETED events; BOOKMARKs advance the resource version; 410 Gone or an ERROR event
+/// relists and replaces the cache; a dropped, failed or silent watch is opened again from the last
+/// resource version after an exponential backoff with jitter, forever.
+public struct Informer<Object: KubernetesObject>: Sendable {
+    public let client: KubernetesClient
+    public let resource: ResourceDescriptor
+    public let namespace: String?
+    public let selectors: Selectors
+    public let options: InformerOptions
+    private let logger: Logger
+
+    public init(
+        client: KubernetesClient, resource: ResourceDescriptor, of type: Object.Type = Object.self,
+        namespace: String? = nil, selectors: Selectors = Selectors(), options: InformerOptions = InformerOptions(),
+        logger: Logger = Logger(label: "kubernetes-informer")
+    ) {
+        self.client = client
+        self.resource = resource
+        self.namespace = namespace
+        self.selectors = selectors
+        self.options = options
+        var logger = logger
+        logger[metadataKey: "resource"] = "\(resource.plural)"
+        self.logger = logger
+    }
+
+    /// The informer's updates as a stream; the informer runs while the stream is iterated.
+    public func updates(
+        bufferingPolicy: AsyncStream<InformerUpdate<Object>>.Continuation.BufferingPolicy = .unbounded
+    ) -> AsyncStream<InformerUpdate<Object>> {
+        let (stream, continuation) = AsyncStream<InformerUpdate<Object>>.makeStream(bufferingPolicy: bufferingPolicy)
+        let task = Task {
+            await run { continuation.yield($0) }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    /// Lists and watches until the task is cancelled, calling `onUpdate` after every change of the cache.
+    public func run(onUpdate: (InformerUpdate<Object>) async -> Void) async {
+        var cache: [ObjectKey: Object] = [:]
+        var resourceVersion: String?  // nil: list first
+        var failures = 0
+
+        func pause() async -> Bool {
+            let delay = options.backoff.delay(attempt: failures)
+            failures += 1
+            do {
+                try await Task.sleep(for: delay)
+                return true
+            } catch {
+                return false
+            }
+        }
+
+        while !Task.isCancelled {
+            if resourceVersion == nil {
+                do {
+                    let (items, listVersion) = try await client.listAll(
+                        resource, of: Object.self, namespace: namespace, selectors: selectors,
+                        pageSize: options.pageSize)
+                    cache = Dictionary(items.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
+                    resourceVersion = listVersion
+                    failures = 0
+                    logger.debug("listed \(items.count) at resource version \(listVersion)")
+                    await onUpdate(InformerUpdate(change: .relisted, objects: cache, resourceVersion: listVersion))
+                } catch {
+                    if case .cancelled = error { return }
+                    logger.warning("list failed (attempt \(failures + 1)): \(error)")
+                    if await pause() { continue } else { return }
+                }
+            }
+
+            let started = ContinuousClock.now
+            var received = 0
+            do throws(KubernetesError) {
+                let stream = try await client.watch(
+                    resource, of: Object.self, namespace: namespace, selectors: selectors,
+                    resourceVersion: resourceVersion, timeoutSeconds: options.timeoutSeconds,
+                    idleTimeout: options.effectiveIdleTimeout)
+                for try await event in stream {
+                    received += 1
+                    failures = 0
+                    var change: InformerUpdate<Object>.Change?
+                    switch event {
+                    case .added(let object):
+                        change = cache.updateValue(object, forKey: object.key) == nil ? .added(object.key) : .modified(object.key)
+                        resourceVersion = object.metadata.resourceVersion ?? resourceVersion
+                    case .modified(let object):
+                        cache[object.key] = object
+                        change = .modified(object.key)
+                        resourceVersion = object.metadata.resourceVersion ?? resourceVersion
+                    case .deleted(let object):
+                        cache[object.key] = nil
+                        change = .deleted(object.key)
+                        resourceVersion = object.metadata.resourceVersion ?? resourceVersion
+                    case .bookmark(let version):
+                        if !version.isEmpty { resourceVersion = version }
+                    case .error(let status):
+                        throw KubernetesError.watchError(request: stream.request, status: status)
+                    }
+                    if let change {
+                        await onUpdate(InformerUpdate(change: change, objects: cache, resourceVersion: resourceVersion ?? ""))
+                    }
+                }
+                // The server closed the watch: its timeout. Watch again at once, unless it closes at once.
+                if received == 0 && ContinuousClock.now - started < options.minimumWatchDuration {
+                    logger.debug("watch closed at once with no event; backing off")
+                    if await !pause() { return }
+                }
+            } catch {
+                var isWatchError = false
+                if case .watchError = error { isWatchError = true }
+                if case .cancelled = error {
+                    return
+                } else if isWatchError || error.isGone {
+                    // 410 Expired, or any ERROR event: the watch cannot go on from here. List again, replace the cache.
+                    logger.info("watch from resource version \(resourceVersion ?? "-") ended: \(error); listing again")
+                    resourceVersion = nil
+                    if failures > 0, await !pause() { return }
+                    failures += 1
+                } else {
+                    logger.warning("watch failed (attempt \(failures + 1)): \(error)")
+                    if await !pause() { return }
+                }
+            }
+        }
+    }
+}

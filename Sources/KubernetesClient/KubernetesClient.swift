@@ -1,0 +1,283 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOSSL
+
+/// A small Kubernetes API client: list (with paging), watch (a stream of events), create.
+/// Generic: it knows resources and JSON, nothing of what the agent does with them.
+///
+/// Call ``shutdown()`` before dropping the last reference.
+public final class KubernetesClient: Sendable {
+    /// Limits and timeouts.
+    public struct Options: Sendable {
+        /// Time allowed to open a connection (TCP and TLS).
+        public var connectTimeout: Duration = .seconds(10)
+        /// Time allowed for a list page or a create, head and body.
+        public var requestTimeout: Duration = .seconds(60)
+        /// The largest watch event (one line) accepted.
+        public var maximumEventSize: Int = 64 << 20
+        /// The largest list page or response body accepted.
+        public var maximumBodySize: Int = 256 << 20
+        /// The User-Agent header.
+        public var userAgent: String = "canary-agent"
+        public init() {}
+    }
+
+    public let configuration: KubernetesConfiguration
+    public let options: Options
+    private let httpClient: HTTPClient
+    private let logger: Logger
+
+    public init(
+        configuration: KubernetesConfiguration, options: Options = Options(),
+        logger: Logger = Logger(label: "kubernetes-client")
+    ) throws(KubernetesError) {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let caPEM = configuration.certificateAuthorityPEM {
+            do {
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(caPEM))
+            } catch {
+                throw .invalidCertificate(source: "\(configuration.origin) certificate authority", reason: "\(error)")
+            }
+        }
+        if configuration.insecureSkipTLSVerify {
+            tls.certificateVerification = .none
+        }
+        if let client = configuration.clientCertificate {
+            do {
+                tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(client.certificatePEM).map { .certificate($0) }
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: client.keyPEM, format: .pem))
+            } catch {
+                throw .invalidCertificate(source: "\(configuration.origin) client certificate", reason: "\(error)")
+            }
+        }
+        let timeout = HTTPClient.Configuration.Timeout(connect: TimeAmount(options.connectTimeout))
+        let clientConfiguration = HTTPClient.Configuration(tlsConfiguration: tls, timeout: timeout)
+        self.httpClient = HTTPClient(
+            eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: clientConfiguration,
+            backgroundActivityLogger: logger)
+        self.configuration = configuration
+        self.options = options
+        self.logger = logger
+    }
+
+    /// Closes every connection. Call once, before the client goes away.
+    public func shutdown() async {
+        do {
+            try await httpClient.shutdown()
+        } catch {
+            logger.debug("HTTP client shutdown: \(error)")
+        }
+    }
+
+    // MARK: List
+
+    /// One page of a list. `limit` asks for at most that many items; pass the page's
+    /// `metadata.continue` back as `continue` for the next one.
+    public func list<Object: Decodable & Sendable>(
+        _ resource: ResourceDescriptor, of type: Object.Type = Object.self, namespace: String? = nil,
+        selectors: Selectors = Selectors(), limit: Int? = nil, continue continueToken: String? = nil
+    ) async throws(KubernetesError) -> ObjectList<Object> {
+        var query: [(String, String)] = []
+        if let label = selectors.labelSelector { query.append(("labelSelector", label)) }
+        if let field = selectors.fieldSelector { query.append(("fieldSelector", field)) }
+        if let limit { query.append(("limit", String(limit))) }
+        if let continueToken { query.append(("continue", continueToken)) }
+        let path = resource.path(namespace: namespace)
+        let request = "GET \(path)"
+        let response = try await send(method: .get, path: path, query: query, body: nil, request: request)
+        let body = try await collect(response.body, request: request)
+        do {
+            return try JSONDecoder().decode(ObjectList<Object>.self, from: Data(buffer: body))
+        } catch {
+            throw .decoding(request: request, reason: Self.describe(error))
+        }
+    }
+
+    /// All pages of a list, with the list's resource version (where a watch starts). A continue token that
+    /// expires midway (410) starts the list over, as the API server asks.
+    public func listAll<Object: Decodable & Sendable>(
+        _ resource: ResourceDescriptor, of type: Object.Type = Object.self, namespace: String? = nil,
+        selectors: Selectors = Selectors(), pageSize: Int? = 500
+    ) async throws(KubernetesError) -> (items: [Object], resourceVersion: String) {
+        var items: [Object] = []
+        var continueToken: String?
+        var restarts = 0
+        while true {
+            let page: ObjectList<Object>
+            do {
+                page = try await list(
+                    resource, of: type, namespace: namespace, selectors: selectors, limit: pageSize,
+                    continue: continueToken)
+            } catch let error where error.isGone && continueToken != nil && restarts < 3 {
+                logger.info("list \(resource): continue token expired, listing again from the start")
+                items.removeAll()
+                continueToken = nil
+                restarts += 1
+                continue
+            }
+            items.append(contentsOf: page.items)
+            if let next = page.metadata.continue, !next.isEmpty {
+                continueToken = next
+            } else {
+                return (items, page.metadata.resourceVersion ?? "")
+            }
+        }
+    }
+
+    // MARK: Watch
+
+    /// Opens a watch and returns its events as they arrive. The stream ends when the server closes the
+    /// watch (its `timeoutSeconds`), and fails with a ``KubernetesError`` when the connection drops, an
+    /// event cannot be decoded, or nothing arrives for `idleTimeout`.
+    /// A non-2xx answer (410 Gone, 401...) is thrown here, before any event.
+    public func watch<Object: Decodable & Sendable>(
+        _ resource: ResourceDescriptor, of type: Object.Type = Object.self, namespace: String? = nil,
+        selectors: Selectors = Selectors(), resourceVersion: String?, timeoutSeconds: Int? = nil,
+        idleTimeout: Duration? = nil, allowBookmarks: Bool = true
+    ) async throws(KubernetesError) -> WatchStream<Object> {
+        var query: [(String, String)] = [("watch", "true")]
+        if let resourceVersion, !resourceVersion.isEmpty { query.append(("resourceVersion", resourceVersion)) }
+        if allowBookmarks { query.append(("allowWatchBookmarks", "true")) }
+        if let timeoutSeconds { query.append(("timeoutSeconds", String(timeoutSeconds))) }
+        if let label = selectors.labelSelector { query.append(("labelSelector", label)) }
+        if let field = selectors.fieldSelector { query.append(("fieldSelector", field)) }
+        let path = resource.path(namespace: namespace)
+        let request = "WATCH \(path)" + (resourceVersion.map { "@\($0)" } ?? "")
+        let response = try await send(method: .get, path: path, query: query, body: nil, request: request)
+        return WatchStream(
+            body: response.body, request: request, maximumEventSize: options.maximumEventSize,
+            idleTimeout: idleTimeout)
+    }
+
+    // MARK: Create
+
+    /// POSTs an object to a collection and returns the server's answer body.
+    @discardableResult
+    public func create(
+        _ resource: ResourceDescriptor, namespace: String?, body: some Encodable & Sendable
+    ) async throws(KubernetesError) -> ByteBuffer {
+        let path = resource.path(namespace: namespace)
+        let request = "POST \(path)"
+        let encoded: Data
+        do {
+            encoded = try JSONEncoder().encode(body)
+        } catch {
+            throw .decoding(request: request, reason: "cannot encode the body: \(error)")
+        }
+        let response = try await send(
+            method: .post, path: path, query: [], body: ByteBuffer(bytes: encoded), request: request)
+        return try await collect(response.body, request: request)
+    }
+
+    /// Records a core/v1 Event on an object (POST /api/v1/namespaces/NS/events).
+    public func recordEvent(_ event: EventRecord) async throws(KubernetesError) {
+        try await create(.events, namespace: event.involvedObject.namespace ?? "default", body: event)
+    }
+
+    // MARK: Transport
+
+    private enum Verb { case get, post }
+
+    private func send(
+        method: Verb, path: String, query: [(String, String)], body: ByteBuffer?, request: String
+    ) async throws(KubernetesError) -> HTTPClientResponse {
+        var httpRequest = HTTPClientRequest(url: configuration.server + path + Self.encodeQuery(query))
+        switch method {
+        case .get: httpRequest.method = .GET
+        case .post: httpRequest.method = .POST
+        }
+        httpRequest.headers.add(name: "Accept", value: "application/json")
+        httpRequest.headers.add(name: "User-Agent", value: options.userAgent)
+        if let token = try configuration.token?.currentToken() {
+            httpRequest.headers.add(name: "Authorization", value: "Bearer \(token)")
+        }
+        if let body {
+            httpRequest.headers.add(name: "Content-Type", value: "application/json")
+            httpRequest.body = .bytes(body)
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await httpClient.execute(
+                httpRequest, timeout: TimeAmount(options.requestTimeout), logger: logger)
+        } catch {
+            throw Self.transportError(error, request: request)
+        }
+        guard (200..<300).contains(Int(response.status.code)) else {
+            let code = Int(response.status.code)
+            let bytes = try? await response.body.collect(upTo: 1 << 20)
+            let status = bytes.flatMap { try? JSONDecoder().decode(Status.self, from: Data(buffer: $0)) }
+            throw .apiStatus(request: request, code: code, status: status)
+        }
+        return response
+    }
+
+    private func collect(_ body: HTTPClientResponse.Body, request: String) async throws(KubernetesError) -> ByteBuffer {
+        do {
+            return try await body.collect(upTo: options.maximumBodySize)
+        } catch {
+            throw Self.transportError(error, request: request)
+        }
+    }
+
+    static func transportError(_ error: any Error, request: String) -> KubernetesError {
+        if let error = error as? KubernetesError { return error }
+        if error is CancellationError || Task.isCancelled { return .cancelled }
+        if let error = error as? HTTPClientError, error == .cancelled { return .cancelled }
+        return .transport(request: request, reason: describe(error))
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let context):
+            return "data corrupted at \(path(context.codingPath)): \(context.debugDescription)"
+        case DecodingError.keyNotFound(let key, let context):
+            return "missing \(path(context.codingPath + [key]))"
+        case DecodingError.typeMismatch(let type, let context):
+            return "\(path(context.codingPath)) is not a \(type)"
+        case DecodingError.valueNotFound(let type, let context):
+            return "\(path(context.codingPath)): expected a \(type), found null"
+        default:
+            return String(describing: error)
+        }
+    }
+
+    private static func path(_ codingPath: [any CodingKey]) -> String {
+        codingPath.isEmpty ? "the top level" : codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+    }
+
+    /// `?key=value&...`, each part percent-encoded (RFC 3986 unreserved characters kept).
+    static func encodeQuery(_ query: [(String, String)]) -> String {
+        guard !query.isEmpty else { return "" }
+        func encode(_ text: String) -> String {
+            var result = ""
+            for byte in text.utf8 {
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+                    UInt8(ascii: "~"):
+                    result.unicodeScalars.append(Unicode.Scalar(byte))
+                default:
+                    let hex = String(byte, radix: 16, uppercase: true)
+                    result += "%" + (hex.count == 1 ? "0" + hex : hex)
+                }
+            }
+            return result
+        }
+        return "?" + query.map { "\(encode($0.0))=\(encode($0.1))" }.joined(separator: "&")
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+extension Data {
+    init(buffer: ByteBuffer) {
+        self = buffer.withUnsafeReadableBytes { Data($0) }
+    }
+}

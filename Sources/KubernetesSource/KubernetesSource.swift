@@ -1,0 +1,221 @@
+import CanaryCore
+import Foundation
+import IPVS
+import KubernetesClient
+import Logging
+
+/// Watches the cluster and turns it into desired states: three informers (Services, their endpoints,
+/// the agent's Node), the ``Translator`` after every change, and a Kubernetes Event on the object for
+/// each new problem.
+///
+/// What is watched: all Services and all EndpointSlices (or core/v1 Endpoints) of the cluster, filtered
+/// here, and the agent's own Node by name. A canary Service carries no label of ours and its name is only
+/// known from the stable Service's annotation, which can change at any time; a label-selected watch
+/// could not follow it without being restarted with a new selector (and missing events while it is),
+/// so the agent keeps every Service and slice, decoded down to the fields it uses, as kube-proxy does.
+/// That way a canary Service created later, or renamed in the annotation, is picked up at once.
+public actor KubernetesSource {
+    /// Which API the endpoints come from.
+    public enum EndpointsAPI: String, Sendable, CaseIterable {
+        /// discovery.k8s.io/v1 EndpointSlices (the default).
+        case endpointSlices = "endpointslices"
+        /// core/v1 Endpoints, for old clusters.
+        case endpoints
+    }
+
+    public struct Configuration: Sendable {
+        /// The agent's Node (NODE_NAME, from the downward API); nil watches no Node.
+        public var nodeName: String?
+        /// The `--scheduler` flag: the scheduler when neither the Service nor the Node names one.
+        public var defaultScheduler: Scheduler = .weightedRoundRobin
+        public var endpointsAPI: EndpointsAPI = .endpointSlices
+        public var informer = InformerOptions()
+        /// Record a Kubernetes Event on the object for each new problem.
+        public var recordEvents = true
+        /// The Events' source component.
+        public var component = "canary-agent"
+
+        public init(nodeName: String? = nil, defaultScheduler: Scheduler = .weightedRoundRobin) {
+            self.nodeName = nodeName
+            self.defaultScheduler = defaultScheduler
+        }
+    }
+
+    /// One result: what the cluster asks for now.
+    public struct Update: Sendable, Hashable {
+        public var desiredState: DesiredState
+        /// Every problem now, sorted.
+        public var problems: [SourceProblem]
+        /// The problems that were not in the previous update (each logged and recorded as an Event once).
+        public var newProblems: [SourceProblem]
+    }
+
+    public let client: KubernetesClient
+    public let configuration: Configuration
+    private let logger: Logger
+
+    private var services: [ObjectKey: Service]?
+    private var slices: [ObjectKey: EndpointSlice]?
+    private var endpoints: [ObjectKey: Endpoints]?
+    private var nodes: [ObjectKey: Node]?
+    private var lastUpdate: Update?
+    private var changed: AsyncStream<Void>.Continuation?
+
+    public init(client: KubernetesClient, configuration: Configuration, logger: Logger = Logger(label: "kubernetes-source")) {
+        self.client = client
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// The updates as a stream; the source runs while the stream is iterated.
+    public nonisolated func updates() -> AsyncStream<Update> {
+        let (stream, continuation) = AsyncStream<Update>.makeStream()
+        let task = Task {
+            await self.run { continuation.yield($0) }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    /// Runs the informers until the task is cancelled. The first update comes once every informer has
+    /// listed; then one after each change that alters the desired state or the problems (changes that
+    /// arrive together are folded into one).
+    public func run(onUpdate: @escaping @Sendable (Update) async -> Void) async {
+        let (changedStream, changedContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let (eventStream, eventContinuation) = AsyncStream<EventRecord>.makeStream()
+        changed = changedContinuation
+        let options = configuration.informer
+        let client = client
+        let logger = logger
+
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await Informer(client: client, resource: .services, of: Service.self, options: options, logger: logger)
+                    .run { await self.received(services: $0.objects) }
+            }
+            switch configuration.endpointsAPI {
+            case .endpointSlices:
+                group.addTask {
+                    await Informer(client: client, resource: .endpointSlices, of: EndpointSlice.self, options: options, logger: logger)
+                        .run { await self.received(slices: $0.objects) }
+                }
+            case .endpoints:
+                group.addTask {
+                    await Informer(client: client, resource: .endpoints, of: Endpoints.self, options: options, logger: logger)
+                        .run { await self.received(endpoints: $0.objects) }
+                }
+            }
+            if let nodeName = configuration.nodeName {
+                group.addTask {
+                    await Informer(
+                        client: client, resource: .nodes, of: Node.self,
+                        selectors: Selectors(fieldSelector: "metadata.name=\(nodeName)"), options: options, logger: logger
+                    ).run { await self.received(nodes: $0.objects) }
+                }
+            }
+            group.addTask {
+                for await _ in changedStream {
+                    guard let update = await self.translate() else { continue }
+                    for problem in update.newProblems {
+                        logger.warning("\(problem) (keeping its last programmed state)")
+                        if let event = await self.event(for: problem) { eventContinuation.yield(event) }
+                    }
+                    await onUpdate(update)
+                }
+            }
+            group.addTask {
+                for await event in eventStream {
+                    do {
+                        try await client.recordEvent(event)
+                    } catch {
+                        logger.warning("cannot record the event \(event.reason) on \(event.involvedObject.kind ?? "") \(event.involvedObject.name ?? ""): \(error)")
+                    }
+                }
+            }
+            // Everything runs until cancelled; then end the two streams the informers do not end.
+            await withTaskCancellationHandler {
+                await group.next()
+            } onCancel: {
+                changedContinuation.finish()
+                eventContinuation.finish()
+            }
+            group.cancelAll()
+        }
+        changed = nil
+    }
+
+    private func received(services: [ObjectKey: Service]) {
+        self.services = services
+        changed?.yield()
+    }
+
+    private func received(slices: [ObjectKey: EndpointSlice]) {
+        self.slices = slices
+        changed?.yield()
+    }
+
+    private func received(endpoints: [ObjectKey: Endpoints]) {
+        self.endpoints = endpoints
+        changed?.yield()
+    }
+
+    private func received(nodes: [ObjectKey: Node]) {
+        self.nodes = nodes
+        changed?.yield()
+    }
+
+    /// The translation of the caches now; nil before every informer has listed, or when nothing changed.
+    private func translate() -> Update? {
+        guard let services else { return nil }
+        let endpointObjects: EndpointObjects
+        switch configuration.endpointsAPI {
+        case .endpointSlices:
+            guard let slices else { return nil }
+            endpointObjects = .slices(Array(slices.values))
+        case .endpoints:
+            guard let endpoints else { return nil }
+            endpointObjects = .endpoints(Array(endpoints.values))
+        }
+        var node: Node?
+        if let nodeName = configuration.nodeName {
+            guard let nodes else { return nil }
+            node = nodes[ObjectKey(namespace: nil, name: nodeName)]
+        }
+        let translation = Translator.translate(
+            TranslationInput(
+                services: Array(services.values), endpoints: endpointObjects, node: node,
+                defaultScheduler: configuration.defaultScheduler),
+            previous: lastUpdate?.desiredState ?? DesiredState())
+        if let lastUpdate, lastUpdate.desiredState == translation.desiredState, lastUpdate.problems == translation.problems {
+            return nil
+        }
+        let known = Set(lastUpdate?.problems ?? [])
+        let update = Update(
+            desiredState: translation.desiredState, problems: translation.problems,
+            newProblems: translation.problems.filter { !known.contains($0) })
+        lastUpdate = update
+        return update
+    }
+
+    private func event(for problem: SourceProblem) -> EventRecord? {
+        guard configuration.recordEvents else { return nil }
+        let reference: ObjectReference
+        switch problem.kind {
+        case .service:
+            let parts = problem.object.split(separator: "/", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { return nil }
+            let service = services?[ObjectKey(namespace: parts[0], name: parts[1])]
+            reference = ObjectReference(
+                kind: "Service", namespace: parts[0], name: parts[1], uid: service?.metadata.uid,
+                resourceVersion: service?.metadata.resourceVersion)
+        case .node:
+            let node = nodes?[ObjectKey(namespace: nil, name: problem.object)]
+            reference = ObjectReference(
+                kind: "Node", namespace: nil, name: problem.object, uid: node?.metadata.uid ?? problem.object)
+        }
+        return EventRecord(
+            involvedObject: reference, reason: problem.reason, message: "\(problem.field): \(problem.message)",
+            type: .warning, component: configuration.component, host: configuration.nodeName)
+    }
+}

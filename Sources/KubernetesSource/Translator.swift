@@ -1,0 +1,443 @@
+import CanaryCore
+import IPVS
+import KubernetesClient
+
+/// The annotation and label scheme (see the README).
+public enum CanaryScheme {
+    /// The label with which kube-proxy leaves a Service to another proxy; its value for us.
+    public static let serviceProxyNameLabel = "service.kubernetes.io/service-proxy-name"
+    public static let serviceProxyName = "canary-agent"
+    /// On the stable Service: the name of its canary Service, in the same namespace.
+    public static let canaryServiceAnnotation = "canary-agent.io/canary-service"
+    /// On the stable Service: the canary's percent of new connections, 0 to 100, up to two decimals.
+    public static let canaryWeightAnnotation = "canary-agent.io/canary-weight"
+    /// On the stable Service: sh, rr, wrr or mh.
+    public static let schedulerAnnotation = "canary-agent.io/scheduler"
+    /// On the stable Service: client persistence in seconds, 0 (off) to 86400.
+    public static let persistenceTimeoutAnnotation = "canary-agent.io/persistence-timeout"
+    /// On the Node: the node's default scheduler.
+    public static let nodeSchedulerLabel = "canary-agent.io/scheduler"
+    /// The schedulers a Service or Node may name.
+    public static let supportedSchedulers: [Scheduler] = [.sourceHashing, .roundRobin, .weightedRoundRobin, .maglevHashing]
+    /// Kubernetes' default ClientIP affinity timeout.
+    public static let defaultAffinityTimeout: UInt32 = 10_800
+    /// The longest persistence accepted, as Kubernetes allows for ClientIP affinity.
+    public static let maximumPersistenceTimeout: UInt32 = 86_400
+
+    static func annotationField(_ key: String) -> String { "metadata.annotations[\(key)]" }
+    static func labelField(_ key: String) -> String { "metadata.labels[\(key)]" }
+}
+
+/// Something wrong in one object: the agent keeps that Service as last programmed and reports this.
+public struct SourceProblem: Error, Hashable, Sendable, Comparable, CustomStringConvertible {
+    public enum Kind: String, Sendable, Hashable, Comparable {
+        case service = "Service"
+        case node = "Node"
+        public static func < (l: Kind, r: Kind) -> Bool { l.rawValue < r.rawValue }
+    }
+
+    public var kind: Kind
+    /// `namespace/name` for a Service, the name for a Node.
+    public var object: String
+    /// The field at fault: `metadata.annotations[canary-agent.io/canary-weight]`, `spec.clusterIP`.
+    public var field: String
+    public var message: String
+    /// A CamelCase reason, for the Kubernetes Event: `InvalidCanaryWeight`.
+    public var reason: String
+
+    public init(kind: Kind, object: String, field: String, message: String, reason: String) {
+        self.kind = kind
+        self.object = object
+        self.field = field
+        self.message = message
+        self.reason = reason
+    }
+
+    /// `Service default/web: metadata.annotations[canary-agent.io/canary-weight]: ...`
+    public var description: String { "\(kind.rawValue) \(object): \(field): \(message)" }
+
+    public static func < (l: SourceProblem, r: SourceProblem) -> Bool {
+        (l.kind, l.object, l.field, l.message) < (r.kind, r.object, r.field, r.message)
+    }
+}
+
+/// The endpoint objects the agent reads: EndpointSlices, or core/v1 Endpoints on old clusters.
+public enum EndpointObjects: Sendable {
+    case slices([EndpointSlice])
+    case endpoints([Endpoints])
+}
+
+/// Everything the translator reads.
+public struct TranslationInput: Sendable {
+    /// Every Service the agent sees: the stable ones (with our proxy-name label) and the canaries they name.
+    public var services: [Service]
+    public var endpoints: EndpointObjects
+    /// The agent's own Node, for its scheduler label.
+    public var node: Node?
+    /// The `--scheduler` flag.
+    public var defaultScheduler: Scheduler
+
+    public init(services: [Service], endpoints: EndpointObjects, node: Node?, defaultScheduler: Scheduler) {
+        self.services = services
+        self.endpoints = endpoints
+        self.node = node
+        self.defaultScheduler = defaultScheduler
+    }
+}
+
+/// What the translator makes of the cluster: the desired state and what is wrong in it.
+public struct Translation: Sendable, Hashable {
+    public var desiredState: DesiredState
+    /// Sorted; at most one per object.
+    public var problems: [SourceProblem]
+
+    public init(desiredState: DesiredState, problems: [SourceProblem]) {
+        self.desiredState = desiredState
+        self.problems = problems
+    }
+}
+
+/// Turns Services, their endpoints and the Node into the desired state. A pure function.
+///
+/// For each Service labelled `service.kubernetes.io/service-proxy-name: canary-agent`, each of its
+/// ClusterIPs (both families) and externalIPs, for each of its ports, is one virtual service named
+/// `namespace/name:port-name` (the port number when unnamed). Its stable endpoints are the Service's
+/// own, its canary endpoints those of the Service named by `canary-agent.io/canary-service`, with
+/// `canary-agent.io/canary-weight` percent of new connections. Target ports are resolved per endpoint
+/// group (EndpointSlice or subset) through the group's ports, matched by the Service port's name and
+/// protocol; a canary Service's port is the one with the same name and protocol, or its only port of
+/// that protocol.
+///
+/// A Service with bad input (see ``SourceProblem``) keeps the virtual services it had in `previous`
+/// (found by their names' `namespace/name:` prefix), or gets none if it is new; every other Service is
+/// translated as usual.
+public enum Translator {
+    public static func translate(_ input: TranslationInput, previous: DesiredState = DesiredState()) -> Translation {
+        var problems: [SourceProblem] = []
+        let servicesByKey = Dictionary(input.services.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
+        let endpointIndex = EndpointIndex(input.endpoints)
+        let previousByObject = Dictionary(grouping: previous.services.values) { service in
+            String(service.name.prefix { $0 != ":" })
+        }
+
+        // The node's scheduler; a bad label leaves each Service on the scheduler it has now.
+        var nodeScheduler: Scheduler?
+        var nodeLabelInvalid = false
+        if let node = input.node, let value = node.metadata.labels?[CanaryScheme.nodeSchedulerLabel] {
+            if let scheduler = parseScheduler(value) {
+                nodeScheduler = scheduler
+            } else {
+                nodeLabelInvalid = true
+                problems.append(
+                    SourceProblem(
+                        kind: .node, object: node.metadata.name ?? "", field: CanaryScheme.labelField(CanaryScheme.nodeSchedulerLabel),
+                        message: "unknown scheduler \"\(value)\"; use \(schedulerList); Services keep their current scheduler",
+                        reason: "UnknownScheduler"))
+            }
+        }
+
+        let stableServices = input.services
+            .filter { $0.metadata.labels?[CanaryScheme.serviceProxyNameLabel] == CanaryScheme.serviceProxyName }
+            .sorted { $0.key < $1.key }
+
+        var output: [DesiredService] = []
+        var owners: [ServiceKey: String] = [:]
+        for service in stableServices {
+            let objectName = service.key.description
+            let fallbackScheduler: Scheduler =
+                nodeScheduler
+                ?? (nodeLabelInvalid ? previousByObject[objectName]?.first?.scheduler : nil)
+                ?? input.defaultScheduler
+            var result = translateService(
+                service, services: servicesByKey, endpoints: endpointIndex, fallbackScheduler: fallbackScheduler)
+            if case .success(let desired) = result,
+                let taken = desired.first(where: { owners[$0.key] != nil && owners[$0.key] != objectName })
+            {
+                var field = "spec.clusterIPs"
+                if case .inet(_, let socket) = taken.key,
+                    (service.spec?.externalIPs ?? []).compactMap(IPAddress.init).contains(socket.address)
+                {
+                    field = "spec.externalIPs"
+                }
+                result = .failure(
+                    problem(
+                        service, field: field,
+                        "\(taken.key) is already a virtual service of \(owners[taken.key] ?? "another Service")",
+                        reason: "AddressConflict"))
+            }
+            switch result {
+            case .success(let desired):
+                for item in desired {
+                    owners[item.key] = objectName
+                    output.append(item)
+                }
+            case .failure(let failure):
+                problems.append(failure)
+                for item in previousByObject[objectName] ?? [] where owners[item.key] == nil {
+                    owners[item.key] = objectName
+                    output.append(item)
+                }
+            }
+        }
+        return Translation(desiredState: DesiredState(services: output), problems: problems.sorted())
+    }
+
+    static var schedulerList: String {
+        let names = CanaryScheme.supportedSchedulers.map(\.rawValue)
+        return names.dropLast().joined(separator: ", ") + " or " + (names.last ?? "")
+    }
+
+    static func parseScheduler(_ text: String) -> Scheduler? {
+        let scheduler = Scheduler(rawValue: text.trimmingSpaces)
+        return CanaryScheme.supportedSchedulers.contains(scheduler) ? scheduler : nil
+    }
+
+    static func parseProtocol(_ text: String?) -> IPProtocol? {
+        switch (text ?? "TCP").uppercased() {
+        case "TCP": .tcp
+        case "UDP": .udp
+        case "SCTP": .sctp
+        default: nil
+        }
+    }
+
+    private static func problem(_ service: Service, field: String, _ message: String, reason: String) -> SourceProblem {
+        SourceProblem(kind: .service, object: service.key.description, field: field, message: message, reason: reason)
+    }
+
+    private struct ResolvedPort {
+        var index: Int
+        var name: String
+        var port: UInt16
+        var proto: IPProtocol
+    }
+
+    private static func translateService(
+        _ service: Service, services: [ObjectKey: Service], endpoints: EndpointIndex, fallbackScheduler: Scheduler
+    ) -> Result<[DesiredService], SourceProblem> {
+        let annotations = service.metadata.annotations ?? [:]
+        let spec = service.spec ?? Service.Spec(type: nil)
+
+        // Virtual addresses: each ClusterIP (both families), then each externalIP.
+        let clusterIPTexts = (spec.clusterIPs?.isEmpty == false ? spec.clusterIPs : spec.clusterIP.map { [$0] }) ?? []
+        let usableClusterIPs = clusterIPTexts.filter { !$0.isEmpty && $0 != "None" }
+        guard !usableClusterIPs.isEmpty else {
+            let what = spec.type == "ExternalName" ? "an ExternalName Service" : clusterIPTexts.contains("None") ? "a headless Service" : "no ClusterIP is set"
+            return .failure(
+                problem(service, field: "spec.clusterIP", "no ClusterIP (\(what)); canary-agent needs a virtual address", reason: "NoClusterIP"))
+        }
+        var virtualAddresses: [IPAddress] = []
+        for (index, text) in usableClusterIPs.enumerated() {
+            guard let address = IPAddress(text) else {
+                return .failure(
+                    problem(service, field: "spec.clusterIPs[\(index)]", "\"\(text)\" is not an IP address", reason: "InvalidAddress"))
+            }
+            virtualAddresses.append(address)
+        }
+        for (index, text) in (spec.externalIPs ?? []).enumerated() {
+            guard let address = IPAddress(text) else {
+                return .failure(
+                    problem(service, field: "spec.externalIPs[\(index)]", "\"\(text)\" is not an IP address", reason: "InvalidAddress"))
+            }
+            if !virtualAddresses.contains(address) { virtualAddresses.append(address) }
+        }
+
+        var ports: [ResolvedPort] = []
+        for (index, port) in (spec.ports ?? []).enumerated() {
+            guard let proto = parseProtocol(port.protocol) else {
+                return .failure(
+                    problem(service, field: "spec.ports[\(index)].protocol", "unsupported protocol \"\(port.protocol ?? "")\"; IPVS balances TCP, UDP and SCTP", reason: "UnsupportedProtocol"))
+            }
+            guard let number = UInt16(exactly: port.port), number > 0 else {
+                return .failure(
+                    problem(service, field: "spec.ports[\(index)].port", "\(port.port) is not a port number", reason: "InvalidPort"))
+            }
+            ports.append(ResolvedPort(index: index, name: port.name ?? "", port: number, proto: proto))
+        }
+
+        // Scheduler: the annotation, else the node's label, else the flag.
+        var scheduler = fallbackScheduler
+        if let value = annotations[CanaryScheme.schedulerAnnotation] {
+            guard let parsed = parseScheduler(value) else {
+                return .failure(
+                    problem(
+                        service, field: CanaryScheme.annotationField(CanaryScheme.schedulerAnnotation),
+                        "unknown scheduler \"\(value)\"; use \(schedulerList)", reason: "UnknownScheduler"))
+            }
+            scheduler = parsed
+        }
+
+        // Persistence: sessionAffinity ClientIP, overridden by the annotation.
+        var persistence: Persistence?
+        if spec.sessionAffinity == "ClientIP" {
+            let timeout = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds
+                .flatMap { UInt32(exactly: $0) }.flatMap { $0 > 0 ? $0 : nil }
+            persistence = Persistence(timeout: timeout ?? CanaryScheme.defaultAffinityTimeout)
+        }
+        if let value = annotations[CanaryScheme.persistenceTimeoutAnnotation] {
+            guard let seconds = UInt32(value.trimmingSpaces), seconds <= CanaryScheme.maximumPersistenceTimeout else {
+                return .failure(
+                    problem(
+                        service, field: CanaryScheme.annotationField(CanaryScheme.persistenceTimeoutAnnotation),
+                        "\"\(value)\" is not a whole number of seconds from 0 to \(CanaryScheme.maximumPersistenceTimeout)",
+                        reason: "InvalidPersistenceTimeout"))
+            }
+            persistence = seconds == 0 ? nil : Persistence(timeout: seconds)
+        }
+
+        // The canary: its Service and its share.
+        var canaryService: Service?
+        var canaryShare = CanaryShare.zero
+        if let name = annotations[CanaryScheme.canaryServiceAnnotation]?.trimmingSpaces, !name.isEmpty {
+            let field = CanaryScheme.annotationField(CanaryScheme.canaryServiceAnnotation)
+            let canaryKey = ObjectKey(namespace: service.metadata.namespace, name: name)
+            guard canaryKey != service.key else {
+                return .failure(problem(service, field: field, "a Service cannot be its own canary", reason: "InvalidCanaryService"))
+            }
+            guard let found = services[canaryKey] else {
+                return .failure(
+                    problem(service, field: field, "canary Service \(canaryKey) does not exist", reason: "CanaryServiceNotFound"))
+            }
+            canaryService = found
+            let weightField = CanaryScheme.annotationField(CanaryScheme.canaryWeightAnnotation)
+            guard let weightText = annotations[CanaryScheme.canaryWeightAnnotation] else {
+                return .failure(
+                    problem(service, field: weightField, "missing: a canary Service needs a weight, in percent", reason: "MissingCanaryWeight"))
+            }
+            guard let share = CanaryShare(percentText: weightText.trimmingSpaces) else {
+                return .failure(
+                    problem(
+                        service, field: weightField,
+                        "\"\(weightText)\" is not a percentage from 0 to 100 with at most two decimals",
+                        reason: "InvalidCanaryWeight"))
+            }
+            canaryShare = share
+        }
+
+        var desired: [DesiredService] = []
+        for port in ports {
+            let displayName = port.name.isEmpty ? String(port.port) : port.name
+            let name = "\(service.key):\(displayName)"
+            let stableByFamily = endpoints.resolve(service: service.key, portName: port.name, proto: port.proto)
+
+            var canaryByFamily: [IPAddress.Family: [SocketAddress: Endpoint.State]] = [:]
+            if let canaryService {
+                let candidates = (canaryService.spec?.ports ?? []).filter { parseProtocol($0.protocol) == port.proto }
+                guard let canaryPort = candidates.first(where: { ($0.name ?? "") == port.name }) ?? (candidates.count == 1 ? candidates.first : nil)
+                else {
+                    return .failure(
+                        problem(
+                            service, field: CanaryScheme.annotationField(CanaryScheme.canaryServiceAnnotation),
+                            "canary Service \(canaryService.key) has no \(port.proto) port named \"\(port.name)\" (nor a single \(port.proto) port) to match spec.ports[\(port.index)]",
+                            reason: "CanaryPortNotFound"))
+                }
+                canaryByFamily = endpoints.resolve(service: canaryService.key, portName: canaryPort.name ?? "", proto: port.proto)
+            }
+
+            // A pod in both Services would count for both sides.
+            for family in Set(stableByFamily.keys).intersection(canaryByFamily.keys) {
+                let stableAddresses = Set(stableByFamily[family, default: [:]].keys.map(\.address))
+                if let shared = canaryByFamily[family, default: [:]].keys.map(\.address).sorted().first(where: stableAddresses.contains) {
+                    return .failure(
+                        problem(
+                            service, field: CanaryScheme.annotationField(CanaryScheme.canaryServiceAnnotation),
+                            "endpoint \(shared) is in both \(service.key) and its canary \(canaryService?.key.description ?? ""); their selectors must not overlap",
+                            reason: "EndpointInStableAndCanary"))
+                }
+            }
+
+            for address in virtualAddresses {
+                func endpointList(_ byFamily: [IPAddress.Family: [SocketAddress: Endpoint.State]]) -> [Endpoint] {
+                    (byFamily[address.family] ?? [:]).map { Endpoint($0.key, state: $0.value) }.sorted()
+                }
+                desired.append(
+                    DesiredService(
+                        name: name, key: .inet(port.proto, SocketAddress(address: address, port: port.port)),
+                        scheduler: scheduler, persistence: persistence, forwarding: .masquerade,
+                        stable: endpointList(stableByFamily), canary: endpointList(canaryByFamily),
+                        canaryShare: canaryShare))
+            }
+        }
+        return .success(desired)
+    }
+}
+
+/// Endpoints by Service: groups of addresses sharing one set of resolved ports (an EndpointSlice, or a
+/// subset of core/v1 Endpoints).
+struct EndpointIndex {
+    struct Group {
+        var ports: [EndpointPort]
+        var endpoints: [(address: IPAddress, state: Endpoint.State)]
+    }
+
+    var groups: [ObjectKey: [Group]] = [:]
+
+    init(_ objects: EndpointObjects) {
+        switch objects {
+        case .slices(let slices):
+            for slice in slices {
+                guard let serviceName = slice.metadata.labels?[EndpointSlice.serviceNameLabel],
+                    slice.addressType == "IPv4" || slice.addressType == "IPv6"
+                else { continue }
+                var group = Group(ports: slice.ports ?? [], endpoints: [])
+                for endpoint in slice.endpoints ?? [] {
+                    let ready = endpoint.conditions?.ready ?? true
+                    let serving = endpoint.conditions?.serving ?? ready
+                    let terminating = endpoint.conditions?.terminating ?? false
+                    let state: Endpoint.State
+                    if ready {
+                        state = .live
+                    } else if serving && terminating {
+                        state = .draining
+                    } else {
+                        continue  // not serving: gone
+                    }
+                    for text in endpoint.addresses {
+                        if let address = IPAddress(text) { group.endpoints.append((address, state)) }
+                    }
+                }
+                groups[ObjectKey(namespace: slice.metadata.namespace, name: serviceName), default: []].append(group)
+            }
+        case .endpoints(let list):
+            for endpoints in list {
+                let key = endpoints.key
+                for subset in endpoints.subsets ?? [] {
+                    // core/v1 Endpoints know ready and not ready only: not ready is gone.
+                    let addresses = (subset.addresses ?? []).compactMap { IPAddress($0.ip) }
+                    groups[key, default: []].append(
+                        Group(ports: subset.ports ?? [], endpoints: addresses.map { ($0, .live) }))
+                }
+            }
+        }
+    }
+
+    /// The endpoints of a Service for one of its ports (by the port's name and protocol), by family.
+    /// An address listed twice counts once, live if any listing is live.
+    func resolve(service: ObjectKey, portName: String, proto: IPProtocol) -> [IPAddress.Family: [SocketAddress: Endpoint.State]] {
+        var result: [IPAddress.Family: [SocketAddress: Endpoint.State]] = [:]
+        for group in groups[service] ?? [] {
+            guard
+                let port = group.ports.first(where: {
+                    ($0.name ?? "") == portName && Translator.parseProtocol($0.protocol) == proto
+                }),
+                let number = port.port.flatMap({ UInt16(exactly: $0) }), number > 0
+            else { continue }
+            for (address, state) in group.endpoints {
+                let socket = SocketAddress(address: address, port: number)
+                if result[address.family]?[socket] != .live {
+                    result[address.family, default: [:]][socket] = state
+                }
+            }
+        }
+        return result
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var text = Substring(self)
+        while text.first?.isWhitespace == true { text.removeFirst() }
+        while text.last?.isWhitespace == true { text.removeLast() }
+        return String(text)
+    }
+}
