@@ -1,0 +1,33 @@
+import ArgumentParser
+import IPVS
+import IPVSNetlink
+
+/// `canary-agent`: the node agent and the CLI to debug it.
+@main
+struct CanaryAgentCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "canary-agent",
+        abstract: "Splits each Service's new connections between stable and canary endpoints with the kernel's IPVS.",
+        subcommands: [ListCommand.self, InfoCommand.self]
+    )
+}
+
+/// Options every debugging command shares.
+struct OutputOptions: ParsableArguments {
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case table, json
+    }
+
+    @Option(name: .long, help: "Output format: table for people, json for scripts.")
+    var output: Format = .table
+}
+
+/// Fails with one clear line and a non-zero exit.
+struct CommandError: Error, CustomStringConvertible {
+    var description: String
+    init(_ error: some Error) { description = "\(error)" }
+}
+
+func openKernel() throws -> NetlinkIPVS {
+    do { return try NetlinkIPVS() } catch { throw ValidationError("\(error)") }
+}

@@ -1,1 +1,0 @@
-print("canary-agent")
