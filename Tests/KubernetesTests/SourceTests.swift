@@ -1,0 +1,219 @@
+import CanaryCore
+import Foundation
+import IPVS
+import KubernetesClient
+import Testing
+
+@testable import KubernetesSource
+
+@Suite("KubernetesSource end to end against a stand-in API server")
+struct SourceTests {
+    /// Starts the server with `objects`, runs a KubernetesSource for node-1 against it, and hands its updates to `body`.
+    private func withSource(
+        _ objects: [JSON], configure: (inout KubernetesSource.Configuration) -> Void = { _ in },
+        _ body: (FakeAPIServer, Recorder<KubernetesSource.Update>) async throws -> Void
+    ) async throws {
+        try await withAPIServer { server, certificates in
+            try await server.perform { state in
+                for object in objects { state.apply(object) }
+            }
+            try await withClient(try serverConfiguration(server, certificates)) { client in
+                var configuration = KubernetesSource.Configuration(nodeName: "node-1", defaultScheduler: .weightedRoundRobin)
+                configuration.informer = fastInformerOptions()
+                configure(&configuration)
+                let source = KubernetesSource(client: client, configuration: configuration)
+                let recorder = Recorder<KubernetesSource.Update>()
+                try await whileRunning({ await source.run { await recorder.append($0) } }) {
+                    try await body(server, recorder)
+                }
+            }
+        }
+    }
+
+    /// The first update (after the first `after` ones) that matches.
+    private func update(
+        _ recorder: Recorder<KubernetesSource.Update>, _ what: String, after: Int = 0,
+        where predicate: @escaping @Sendable (KubernetesSource.Update) -> Bool
+    ) async throws -> KubernetesSource.Update {
+        try await eventually(what) { await recorder.first(after: after, where: predicate) }
+    }
+
+    @Test("seed: one Service over two Deployments at 3:1, then 4:1 replicas")
+    func seedReplicaSplit() async throws {
+        let threeToOne = Fixtures.seedReplicaSplit(stable: 3, canary: 1)
+        try await withSource([threeToOne.service, threeToOne.slice, Fixtures.node()]) { server, recorder in
+            let first = try await update(recorder, "first update") { _ in true }
+            #expect(first.problems == [])
+            #expect(
+                first.desiredState
+                    == DesiredState(services: [
+                        virtualService(
+                            "default/nginx-service:nginx-port", .tcp, "10.96.0.10:80",
+                            stable: ["10.244.1.10:80", "10.244.1.11:80", "10.244.1.12:80", "10.244.2.10:80"])
+                    ]))
+            try await server.perform { $0.apply(Fixtures.seedReplicaSplit(stable: 4, canary: 1).slice) }
+            let second = try await update(recorder, "five endpoints") { $0.desiredState.services.first?.value.stable.count == 5 }
+            #expect(
+                second.desiredState
+                    == DesiredState(services: [
+                        virtualService(
+                            "default/nginx-service:nginx-port", .tcp, "10.96.0.10:80",
+                            stable: ["10.244.1.10:80", "10.244.1.11:80", "10.244.1.12:80", "10.244.1.13:80", "10.244.2.10:80"])
+                    ]))
+        }
+    }
+
+    @Test("seed: a canary Service at weight 10; flipping the node label changes every service's scheduler")
+    func seedCanaryAndNodeLabelFlip() async throws {
+        let objects = Fixtures.seedCanaryServices() + [Fixtures.node(labels: ["canary-agent.io/scheduler": "sh"])]
+        try await withSource(objects) { server, recorder in
+            let first = try await update(recorder, "first update") { _ in true }
+            #expect(first.problems == [])
+            #expect(
+                first.desiredState
+                    == DesiredState(services: [
+                        virtualService(
+                            "default/nginx-v1:http", .tcp, "10.96.0.20:80", scheduler: .sourceHashing,
+                            stable: ["10.244.1.20:80", "10.244.1.21:80", "10.244.1.22:80"], canary: ["10.244.2.20:80"], share: "10")
+                    ]))
+
+            // kubectl label node node-1 canary-agent.io/scheduler=rr --overwrite
+            try await server.perform { $0.apply(Fixtures.node(labels: ["canary-agent.io/scheduler": "rr"])) }
+            let flipped = try await update(recorder, "rr") { $0.desiredState.services.values.first?.scheduler == .roundRobin }
+            var expected = first.desiredState
+            for key in expected.services.keys { expected.services[key]?.scheduler = .roundRobin }
+            #expect(flipped.desiredState == expected)
+
+            // kubectl label node node-1 canary-agent.io/scheduler-   → back to the flag.
+            try await server.perform { $0.apply(Fixtures.node()) }
+            _ = try await update(recorder, "wrr") { $0.desiredState.services.values.first?.scheduler == .weightedRoundRobin }
+        }
+    }
+
+    @Test("bad input keeps the Service's last good state, is reported once with an Event, and others keep syncing")
+    func badInputKeepsLastGoodState() async throws {
+        let objects = Fixtures.seedCanaryServices() + [
+            Fixtures.service("other", clusterIPs: ["10.96.0.30"]),
+            Fixtures.slice("other-a", service: "other", endpoints: [Fixtures.endpoint("10.244.3.1")]),
+            Fixtures.node(),
+        ]
+        try await withSource(objects) { server, recorder in
+            let good = try await update(recorder, "first update") { _ in true }
+            #expect(good.desiredState.services.count == 2)
+            let goodCanary = try #require(good.desiredState.services.values.first { $0.name == "default/nginx-v1:http" })
+
+            // One Service gets a bad weight while the other gains an endpoint.
+            var broken = Fixtures.seedCanaryServices(weight: "abc")[0]
+            let uid = try await server.perform { state -> String? in
+                state.collections["/api/v1/services"]?.objects["default/nginx-v1"]?["metadata"]?["uid"]?.string
+            }
+            broken["metadata"]?["uid"] = uid.map(JSON.string)
+            let brokenService = broken
+            let seenBeforeBreaking = await recorder.count
+            try await server.perform { state in
+                state.apply(brokenService)
+                state.apply(Fixtures.slice("other-a", service: "other", endpoints: [Fixtures.endpoint("10.244.3.1"), Fixtures.endpoint("10.244.3.2")]))
+            }
+            let afterBad = try await update(recorder, "problem and other's endpoint") {
+                !$0.problems.isEmpty && $0.desiredState.services.values.contains { $0.name == "default/other:http" && $0.stable.count == 2 }
+            }
+            let problem = SourceProblem(
+                kind: .service, object: "default/nginx-v1", field: "metadata.annotations[canary-agent.io/canary-weight]",
+                message: "\"abc\" is not a percentage from 0 to 100 with at most two decimals", reason: "InvalidCanaryWeight")
+            #expect(afterBad.problems == [problem])
+            // Reported as new once, whether both changes came in one update or in two.
+            #expect(await recorder.values.dropFirst(seenBeforeBreaking).flatMap(\.newProblems) == [problem])
+            #expect(afterBad.desiredState.services.values.first { $0.name == "default/nginx-v1:http" } == goodCanary)
+
+            let event = try await eventually("the Event") { try await server.perform { $0.createdEvents.first } }
+            #expect(event["involvedObject"]?["kind"] == "Service")
+            #expect(event["involvedObject"]?["name"] == "nginx-v1")
+            #expect(event["involvedObject"]?["namespace"] == "default")
+            #expect(event["involvedObject"]?["uid"] == uid.map(JSON.string))
+            #expect(event["reason"] == "InvalidCanaryWeight")
+            #expect(event["message"]?.string == "metadata.annotations[canary-agent.io/canary-weight]: \"abc\" is not a percentage from 0 to 100 with at most two decimals")
+            #expect(event["source"]?["host"] == "node-1")
+
+            // Another unrelated change: the problem stays, and is not reported again.
+            let seen = await recorder.count
+            try await server.perform { $0.apply(Fixtures.slice("other-a", service: "other", endpoints: [Fixtures.endpoint("10.244.3.1")])) }
+            let later = try await update(recorder, "other back to one endpoint", after: seen) {
+                $0.desiredState.services.values.contains { $0.name == "default/other:http" && $0.stable.count == 1 }
+            }
+            #expect(later.problems == [problem])
+            #expect(later.newProblems == [])
+
+            // Fixed: the new weight is taken, the problem goes.
+            try await server.perform { $0.apply(Fixtures.seedCanaryServices(weight: "20")[0]) }
+            let fixed = try await update(recorder, "fixed") { $0.problems.isEmpty && $0.desiredState.services.values.contains { $0.canaryShare.basisPoints == 2000 } }
+            #expect(fixed.desiredState.services.count == 2)
+            #expect(try await server.perform { $0.createdEvents.count } == 1)
+        }
+    }
+
+    @Test("a canary Service created later is picked up without a restart")
+    func canaryCreatedLater() async throws {
+        var objects = Fixtures.seedCanaryServices()
+        let canaryService = objects.remove(at: 1)
+        let canarySlice = objects.remove(at: 2)
+        try await withSource(objects + [Fixtures.node()]) { server, recorder in
+            let first = try await update(recorder, "first update") { _ in true }
+            #expect(first.desiredState == DesiredState())
+            #expect(first.problems.map(\.reason) == ["CanaryServiceNotFound"])
+            try await server.perform { state in
+                state.apply(canaryService)
+                state.apply(canarySlice)
+            }
+            let programmed = try await update(recorder, "programmed") { $0.problems.isEmpty && $0.desiredState.services.first?.value.canary.count == 1 }
+            #expect(
+                programmed.desiredState
+                    == DesiredState(services: [
+                        virtualService(
+                            "default/nginx-v1:http", .tcp, "10.96.0.20:80",
+                            stable: ["10.244.1.20:80", "10.244.1.21:80", "10.244.1.22:80"], canary: ["10.244.2.20:80"], share: "10")
+                    ]))
+        }
+    }
+
+    @Test("--endpoints-api=endpoints reads core/v1 Endpoints")
+    func endpointsAPI() async throws {
+        var objects = Fixtures.seedCanaryServices().filter { $0["kind"] != "EndpointSlice" }
+        objects += [
+            Fixtures.endpointsObject("nginx-v1", ready: ["10.244.1.20", "10.244.1.21", "10.244.1.22"]),
+            Fixtures.endpointsObject("nginx-v2", ready: ["10.244.2.20"]),
+            // A slice that must be ignored in this mode.
+            Fixtures.slice("nginx-v1-zzz", service: "nginx-v1", endpoints: [Fixtures.endpoint("10.244.9.9")]),
+            Fixtures.node(),
+        ]
+        try await withSource(objects, configure: { $0.endpointsAPI = .endpoints }) { server, recorder in
+            let first = try await update(recorder, "first update") { _ in true }
+            #expect(first.problems == [])
+            #expect(
+                first.desiredState
+                    == DesiredState(services: [
+                        virtualService(
+                            "default/nginx-v1:http", .tcp, "10.96.0.20:80",
+                            stable: ["10.244.1.20:80", "10.244.1.21:80", "10.244.1.22:80"], canary: ["10.244.2.20:80"], share: "10")
+                    ]))
+            #expect(try await server.perform { $0.requests(to: "/apis/discovery.k8s.io/v1/endpointslices", watch: false).count } == 0)
+            let nodeQuery = try await server.perform { $0.requests(to: "/api/v1/nodes", watch: false).first?.query["fieldSelector"] }
+            #expect(nodeQuery == "metadata.name=node-1")
+        }
+    }
+
+    @Test("after 410 Gone the source relists and its desired state follows what changed meanwhile")
+    func relistAfterGone() async throws {
+        let split = Fixtures.seedReplicaSplit(stable: 3, canary: 1)
+        try await withSource([split.service, split.slice, Fixtures.node()]) { server, recorder in
+            _ = try await update(recorder, "first update") { _ in true }
+            _ = try await eventually("three watches") { try await server.perform { $0.watchCount == 3 ? true : nil } }
+            try await server.perform { state in
+                state.dropWatches()
+                state.apply(Fixtures.seedReplicaSplit(stable: 4, canary: 1).slice)
+                state.compact()
+            }
+            _ = try await update(recorder, "five endpoints") { $0.desiredState.services.first?.value.stable.count == 5 }
+            #expect(try await server.perform { $0.requests(to: "/apis/discovery.k8s.io/v1/endpointslices", watch: false).count } == 2)
+        }
+    }
+}
