@@ -1,0 +1,96 @@
+import IPVS
+import Testing
+
+@testable import CanaryCore
+
+@Suite("Desired table: desired services realized as kernel entries")
+struct PlannerDesiredTableTests {
+    typealias F = PlannerFixture
+
+    static func service(
+        scheduler: Scheduler, key: ServiceKey = PlannerFixture.key(), persistence: Persistence? = nil,
+        forwarding: ForwardingMethod = .masquerade
+    ) -> DesiredService {
+        DesiredService(
+            name: "default/web:http", key: key, scheduler: scheduler, persistence: persistence, forwarding: forwarding,
+            stable: [Endpoint(F.backend(1)), Endpoint(F.backend(2)), Endpoint(F.backend(3), state: .draining)],
+            canary: [Endpoint(F.backend(4))], canaryShare: CanaryShare(basisPoints: 1000) ?? .zero)
+    }
+
+    @Test(
+        "sh and mh carry the fallback flag (SCHED1), other schedulers no scheduler flag",
+        arguments: [
+            (Scheduler.sourceHashing, ServiceFlags.shFallback), (.maglevHashing, .shFallback),
+            (.weightedRoundRobin, ServiceFlags()), (.roundRobin, ServiceFlags()),
+        ])
+    func schedulerFlags(scheduler: Scheduler, flags: ServiceFlags) {
+        let (entry, _) = DesiredTable.realize(Self.service(scheduler: scheduler))
+        #expect(entry.service.scheduler == scheduler)
+        #expect(entry.service.flags == flags)
+        // The mh-fallback bit is the one sh reads as sh-fallback: IP_VS_SVC_F_SCHED1.
+        #expect(ServiceFlags.shFallback.rawValue == 0x0008)
+    }
+
+    @Test("Persistence sets the persistent flag, its timeout and its netmask (the whole address by default)")
+    func persistence() {
+        let withMask = DesiredTable.realize(
+            Self.service(scheduler: .sourceHashing, persistence: Persistence(timeout: 600, netmask: 0xFFFF_FF00))
+        ).entry.service
+        #expect(withMask.flags == [.persistent, .shFallback])
+        #expect(withMask.timeout == 600)
+        #expect(withMask.netmask == 0xFFFF_FF00)
+
+        let v6Key = ServiceKey.inet(.tcp, SocketAddress(address: IPAddress("fd00::10") ?? F.virtualAddress(1), port: 80))
+        let whole = DesiredTable.realize(
+            Self.service(scheduler: .weightedRoundRobin, key: v6Key, persistence: Persistence(timeout: 60))
+        ).entry.service
+        #expect(whole.flags == .persistent)
+        #expect(whole.netmask == 128)
+
+        let none = DesiredTable.realize(Self.service(scheduler: .weightedRoundRobin)).entry.service
+        #expect(!none.flags.contains(.persistent))
+    }
+
+    @Test("Destinations: stable then canary, the solver's weights, the service's forwarding method")
+    func destinations() {
+        let service = Self.service(scheduler: .sourceHashing, forwarding: .directRoute)
+        let (entry, assignment) = DesiredTable.realize(service)
+        #expect(entry.destinations.map(\.address) == [F.backend(1), F.backend(2), F.backend(3), F.backend(4)])
+        #expect(entry.destinations.allSatisfy { $0.forwarding == .directRoute })
+        let solved = WeightSolver.solve(service)
+        #expect(assignment == solved)
+        for destination in entry.destinations {
+            #expect(destination.weight == max(0, solved.weights[destination.address] ?? 0))
+        }
+        // A draining endpoint is kept, taking no new connections.
+        #expect(entry.destinations.first { $0.address == F.backend(3) }?.weight == 0)
+    }
+
+    @Test("An address listed twice becomes one destination, the first occurrence kept", arguments: [4, 40])
+    func duplicates(stableCount: Int) {
+        let stable = (0..<stableCount).map { Endpoint(F.backend(UInt8(10 + $0))) }
+        let service = DesiredService(
+            name: "dup", key: F.key(), scheduler: .weightedRoundRobin, stable: stable + [stable[0]],
+            canary: [stable[1], Endpoint(F.backend(200))], canaryShare: CanaryShare(basisPoints: 500) ?? .zero)
+        let (entry, _) = DesiredTable.realize(service)
+        #expect(entry.destinations.map(\.address) == stable.map(\.address) + [F.backend(200)])
+    }
+
+    @Test("The table realizes every service, updates one and removes one")
+    func table() {
+        let first = Self.service(scheduler: .sourceHashing, key: F.key(host: 1))
+        var second = Self.service(scheduler: .weightedRoundRobin, key: F.key(host: 2))
+        var table = DesiredTable(DesiredState(services: [first, second]))
+        #expect(table.entries.count == 2)
+        #expect(table[F.key(host: 1)] == DesiredTable.realize(first).entry)
+        #expect(table.assignments[F.key(host: 2)] == WeightSolver.solve(second))
+
+        second.scheduler = .maglevHashing
+        table.update(second)
+        #expect(table[F.key(host: 2)]?.service.scheduler == .maglevHashing)
+        table.remove(F.key(host: 1))
+        #expect(table[F.key(host: 1)] == nil)
+        #expect(table.assignments[F.key(host: 1)] == nil)
+        #expect(table.entries.count == 1)
+    }
+}
