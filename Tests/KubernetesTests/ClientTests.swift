@@ -332,6 +332,8 @@ struct ClientServerTests {
                     #expect(await recorder.values.filter { $0.change == .relisted }.count == 1)
                     #expect(await recorder.last?.objects.count == 4)
                 }
+                // Cancelling the informer closes its watch.
+                _ = try await eventually("watch closed") { try await server.perform { $0.watchCount == 0 ? true : nil } }
             }
         }
     }
@@ -376,6 +378,8 @@ struct ClientServerTests {
                     _ = try await eventually("three silent watches") {
                         try await server.perform { $0.requests(to: "/api/v1/services", watch: true).count >= 3 ? true : nil }
                     }
+                    // Each given-up watch was closed, not left open beside the next.
+                    _ = try await eventually("one open watch") { try await server.perform { $0.watchCount == 1 ? true : nil } }
                     try await server.perform { state in
                         state.silentWatches = false
                         state.dropWatches()
@@ -478,8 +482,8 @@ struct ClientServerTests {
                 #expect(items.count == 1)
             }
             let wrongCA = try kubeconfig(ca: certificates.otherCACertificate, insecure: false, clientCertificate: true)
-            _ = try await withClient(wrongCA) { client in
-                await #expect(throws: KubernetesError.self) { try await client.listAll(.services, of: Service.self) }
+            try await withClient(wrongCA, connectTimeout: .milliseconds(500)) { client in
+                await Self.expectTransportError(client)
             }
             let skipVerify = try kubeconfig(ca: certificates.otherCACertificate, insecure: true, clientCertificate: true)
             try await withClient(skipVerify) { client in
@@ -487,9 +491,23 @@ struct ClientServerTests {
                 #expect(items.count == 1)
             }
             let noClientCertificate = try kubeconfig(ca: certificates.caCertificate, insecure: false, clientCertificate: false)
-            _ = try await withClient(noClientCertificate) { client in
-                await #expect(throws: KubernetesError.self) { try await client.listAll(.services, of: Service.self) }
+            try await withClient(noClientCertificate, connectTimeout: .milliseconds(500)) { client in
+                await Self.expectTransportError(client)
             }
+        }
+    }
+
+    /// A refused TLS handshake is a transport error (AsyncHTTPClient retries connecting until its connect timeout).
+    private static func expectTransportError(_ client: KubernetesClient) async {
+        do throws(KubernetesError) {
+            _ = try await client.listAll(.services, of: Service.self)
+            Issue.record("expected the TLS handshake to fail")
+        } catch {
+            guard case .transport(let request, _) = error else {
+                Issue.record("expected a transport error, got \(error)")
+                return
+            }
+            #expect(request == "GET /api/v1/services")
         }
     }
 

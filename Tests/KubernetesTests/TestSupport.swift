@@ -71,9 +71,11 @@ func withAPIServer<T>(requireClientCertificate: Bool = false, _ body: (FakeAPISe
 }
 
 /// A client for `configuration`, shut down after `body`.
-func withClient<T>(_ configuration: KubernetesConfiguration, _ body: (KubernetesClient) async throws -> T) async throws -> T {
+func withClient<T>(
+    _ configuration: KubernetesConfiguration, connectTimeout: Duration = .seconds(5), _ body: (KubernetesClient) async throws -> T
+) async throws -> T {
     var options = KubernetesClient.Options()
-    options.connectTimeout = .seconds(5)
+    options.connectTimeout = connectTimeout
     options.requestTimeout = .seconds(10)
     let client = try KubernetesClient(configuration: configuration, options: options)
     do {
