@@ -11,14 +11,18 @@ public struct WeightAssignment: Hashable, Sendable {
     public var explanation: String?
     /// Problems a person should hear of: an endpoint that gets no traffic, a degraded plan.
     public var warnings: [String]
+    /// wrr only: connections in one cycle of the kernel's scheduler (`sum(weights) / gcd`); the
+    /// share holds exactly over each whole cycle. nil for other schedulers.
+    public var cycleLength: Int?
 
     public init(
         weights: [SocketAddress: Int32], effectiveCanaryShare: Double, explanation: String? = nil,
-        warnings: [String] = []
+        warnings: [String] = [], cycleLength: Int? = nil
     ) {
         self.weights = weights
         self.effectiveCanaryShare = effectiveCanaryShare
         self.explanation = explanation
         self.warnings = warnings
+        self.cycleLength = cycleLength
     }
 }
