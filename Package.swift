@@ -53,10 +53,16 @@ let package = Package(
         // Services, EndpointSlices and the Node → the desired state (the annotation scheme).
         .target(name: "KubernetesSource", dependencies: ["KubernetesClient", "CanaryCore", "IPVS"]),
 
+        // The static YAML configuration of a host outside Kubernetes → the desired state.
+        .target(
+            name: "StaticConfig",
+            dependencies: ["CanaryCore", "IPVS", .product(name: "Yams", package: "Yams")]
+        ),
+
         .executableTarget(
             name: "canary-agent",
             dependencies: [
-                "IPVS", "IPVSNetlink", "CanaryCore", "KubernetesClient", "KubernetesSource",
+                "IPVS", "IPVSNetlink", "CanaryCore", "KubernetesClient", "KubernetesSource", "StaticConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -71,6 +77,7 @@ let package = Package(
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]
         ),
+        .testTarget(name: "StaticConfigTests", dependencies: ["StaticConfig", "CanaryCore", "IPVS"]),
         .testTarget(
             name: "KubernetesTests",
             dependencies: [

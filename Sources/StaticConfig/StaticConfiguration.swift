@@ -1,0 +1,231 @@
+import CanaryCore
+import IPVS
+import Yams
+
+/// The static configuration file of a host outside Kubernetes (`canary-agent run --config FILE`):
+///
+/// ```yaml
+/// scheduler: wrr            # default for services that name none
+/// services:
+///   - name: web
+///     address: 10.96.0.10   # IPv4 or IPv6
+///     port: 80
+///     protocol: tcp         # tcp | udp | sctp
+///     scheduler: sh         # optional
+///     persistence-timeout: 300   # optional, seconds: clients keep their endpoint
+///     stable: [10.9.1.2:80, 10.9.1.3:80]
+///     canary:
+///       weight: 10          # percent of new connections, 0-100, two decimals
+///       endpoints: [10.9.1.9:80]
+/// ```
+public struct StaticConfiguration: Hashable, Sendable {
+    /// The schedulers a service may name.
+    public static let schedulers: [Scheduler] = [.sourceHashing, .roundRobin, .weightedRoundRobin, .maglevHashing]
+
+    /// The scheduler of services that name none.
+    public var defaultScheduler: Scheduler
+    /// The services, in file order.
+    public var services: [DesiredService]
+
+    public init(defaultScheduler: Scheduler, services: [DesiredService]) {
+        self.defaultScheduler = defaultScheduler
+        self.services = services
+    }
+
+    /// The desired state the file asks for.
+    public var desiredState: DesiredState { DesiredState(services: services) }
+
+    /// Reads a configuration; the first problem found is thrown, naming the file, line and field.
+    public init(yaml: String, file: String = "<config>") throws(StaticConfigurationError) {
+        let root: Yams.Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            throw StaticConfigurationError(file: file, line: error.line, field: "", message: error.problem)
+        } catch {
+            throw StaticConfigurationError(file: file, line: nil, field: "", message: "\(error)")
+        }
+        let reader = ConfigurationReader(file: file)
+        guard let root else { throw reader.error(at: nil, "", "the file is empty") }
+        self = try reader.configuration(root)
+    }
+}
+
+/// One problem in a configuration file: `config.yaml:7: services[0].port: 70000 is not a port (1-65535)`.
+public struct StaticConfigurationError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var file: String
+    /// 1-based line, when the YAML parser knows it.
+    public var line: Int?
+    /// The field's path, like `services[1].canary.weight`; empty for the document itself.
+    public var field: String
+    public var message: String
+
+    public var description: String {
+        let location = line.map { "\(file):\($0)" } ?? file
+        return field.isEmpty ? "\(location): \(message)" : "\(location): \(field): \(message)"
+    }
+}
+
+extension YamlError {
+    fileprivate var line: Int? {
+        switch self {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): mark.line
+        default: nil
+        }
+    }
+
+    fileprivate var problem: String {
+        switch self {
+        case .scanner(let context, let problem, _, _), .parser(let context, let problem, _, _),
+            .composer(let context, let problem, _, _):
+            "invalid YAML: " + (context.map { "\($0.text): " } ?? "") + problem
+        default: "invalid YAML: \(self)"
+        }
+    }
+}
+
+/// Walks the YAML nodes, keeping each field's path and line for the error it may raise.
+private struct ConfigurationReader {
+    let file: String
+
+    func error(at node: Node?, _ field: String, _ message: String) -> StaticConfigurationError {
+        StaticConfigurationError(file: file, line: node?.mark?.line, field: field, message: message)
+    }
+
+    func configuration(_ root: Node) throws(StaticConfigurationError) -> StaticConfiguration {
+        let fields = try mapping(root, "", allowed: ["scheduler", "services"])
+        let defaultScheduler = try fields["scheduler"].map { node throws(StaticConfigurationError) in
+            try scheduler(node, "scheduler")
+        } ?? .weightedRoundRobin
+        guard let servicesNode = fields["services"] else { throw error(at: root, "services", "missing") }
+        guard case .sequence(let list) = servicesNode else {
+            throw error(at: servicesNode, "services", "must be a list of services")
+        }
+        var services: [DesiredService] = []
+        var names: [String: Int] = [:]
+        var keys: [ServiceKey: String] = [:]
+        for (index, node) in list.enumerated() {
+            let path = "services[\(index)]"
+            let service = try self.service(node, path, defaultScheduler: defaultScheduler)
+            if let other = names[service.name] {
+                throw error(at: node, "\(path).name", "'\(service.name)' is already the name of services[\(other)]")
+            }
+            if let other = keys[service.key] {
+                throw error(at: node, path, "\(service.key) is already service '\(other)'")
+            }
+            names[service.name] = index
+            keys[service.key] = service.name
+            services.append(service)
+        }
+        return StaticConfiguration(defaultScheduler: defaultScheduler, services: services)
+    }
+
+    func service(_ node: Node, _ path: String, defaultScheduler: Scheduler) throws(StaticConfigurationError) -> DesiredService {
+        let fields = try mapping(
+            node, path,
+            allowed: ["name", "address", "port", "protocol", "scheduler", "persistence-timeout", "stable", "canary"])
+        let name = try string(required(fields, "name", node, path), "\(path).name")
+        let addressNode = try required(fields, "address", node, path)
+        guard let address = IPAddress(try string(addressNode, "\(path).address")) else {
+            throw error(at: addressNode, "\(path).address", "'\(addressNode.string ?? "")' is not an IPv4 or IPv6 address")
+        }
+        let portNode = try required(fields, "port", node, path)
+        guard let portValue = portNode.int, (1...65_535).contains(portValue) else {
+            throw error(at: portNode, "\(path).port", "'\(portNode.string ?? "")' is not a port (1-65535)")
+        }
+        var proto = IPProtocol.tcp
+        if let protocolNode = fields["protocol"] {
+            switch try string(protocolNode, "\(path).protocol").lowercased() {
+            case "tcp": proto = .tcp
+            case "udp": proto = .udp
+            case "sctp": proto = .sctp
+            case let other: throw error(at: protocolNode, "\(path).protocol", "'\(other)' is not tcp, udp or sctp")
+            }
+        }
+        let scheduler = try fields["scheduler"].map { node throws(StaticConfigurationError) in
+            try self.scheduler(node, "\(path).scheduler")
+        } ?? defaultScheduler
+        var persistence: Persistence?
+        if let timeoutNode = fields["persistence-timeout"] {
+            guard let seconds = timeoutNode.int, (1...2_678_400).contains(seconds) else {
+                throw error(at: timeoutNode, "\(path).persistence-timeout", "'\(timeoutNode.string ?? "")' is not a number of seconds (1-2678400)")
+            }
+            persistence = Persistence(timeout: UInt32(seconds))
+        }
+        let stable = try endpoints(required(fields, "stable", node, path), "\(path).stable", family: address.family)
+        var canary: [Endpoint] = []
+        var share = CanaryShare.zero
+        if let canaryNode = fields["canary"] {
+            let canaryFields = try mapping(canaryNode, "\(path).canary", allowed: ["weight", "endpoints"])
+            let weightNode = try required(canaryFields, "weight", canaryNode, "\(path).canary")
+            let weightText = try string(weightNode, "\(path).canary.weight")
+            guard let parsed = CanaryShare(percentText: weightText) else {
+                throw error(at: weightNode, "\(path).canary.weight", "'\(weightText)' is not a percentage from 0 to 100 with at most two decimals")
+            }
+            share = parsed
+            canary = try endpoints(required(canaryFields, "endpoints", canaryNode, "\(path).canary"), "\(path).canary.endpoints", family: address.family)
+        }
+        let stableAddresses = Set(stable.map(\.address))
+        if let both = canary.first(where: { stableAddresses.contains($0.address) }) {
+            throw error(at: fields["canary"], "\(path).canary.endpoints", "\(both.address) is also a stable endpoint")
+        }
+        return DesiredService(
+            name: name, key: .inet(proto, SocketAddress(address: address, port: UInt16(portValue))), scheduler: scheduler,
+            persistence: persistence, stable: stable, canary: canary, canaryShare: share)
+    }
+
+    func endpoints(_ node: Node, _ path: String, family: IPAddress.Family) throws(StaticConfigurationError) -> [Endpoint] {
+        guard case .sequence(let list) = node else { throw error(at: node, path, "must be a list of ADDRESS:PORT") }
+        var seen: Set<SocketAddress> = []
+        var result: [Endpoint] = []
+        for (index, item) in list.enumerated() {
+            let text = try string(item, "\(path)[\(index)]")
+            guard let address = SocketAddress(text) else {
+                throw error(at: item, "\(path)[\(index)]", "'\(text)' is not ADDRESS:PORT (IPv6 as [ADDRESS]:PORT)")
+            }
+            guard address.address.family == family else {
+                throw error(at: item, "\(path)[\(index)]", "\(address) is \(address.address.family) but the service address is \(family): IPVS NAT cannot cross address families")
+            }
+            guard address.port != 0 else { throw error(at: item, "\(path)[\(index)]", "port 0 is not a port") }
+            guard seen.insert(address).inserted else { throw error(at: item, "\(path)[\(index)]", "\(address) is listed twice") }
+            result.append(Endpoint(address))
+        }
+        return result
+    }
+
+    func scheduler(_ node: Node, _ path: String) throws(StaticConfigurationError) -> Scheduler {
+        let name = try string(node, path)
+        let scheduler = Scheduler(rawValue: name)
+        guard StaticConfiguration.schedulers.contains(scheduler) else {
+            throw error(at: node, path, "'\(name)' is not a scheduler (sh, rr, wrr or mh)")
+        }
+        return scheduler
+    }
+
+    func mapping(_ node: Node, _ path: String, allowed: Set<String>) throws(StaticConfigurationError) -> [String: Node] {
+        guard case .mapping(let mapping) = node else {
+            throw error(at: node, path, path.isEmpty ? "the file must be a mapping with 'services'" : "must be a mapping")
+        }
+        var fields: [String: Node] = [:]
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? ""
+            let field = path.isEmpty ? key : "\(path).\(key)"
+            guard allowed.contains(key) else {
+                throw error(at: keyNode, field, "unknown field (known: \(allowed.sorted().joined(separator: ", ")))")
+            }
+            guard fields[key] == nil else { throw error(at: keyNode, field, "given twice") }
+            fields[key] = value
+        }
+        return fields
+    }
+
+    func required(_ fields: [String: Node], _ key: String, _ parent: Node, _ path: String) throws(StaticConfigurationError) -> Node {
+        guard let node = fields[key] else { throw error(at: parent, path.isEmpty ? key : "\(path).\(key)", "missing") }
+        return node
+    }
+
+    func string(_ node: Node, _ path: String) throws(StaticConfigurationError) -> String {
+        guard case .scalar(let scalar) = node else { throw error(at: node, path, "must be a single value") }
+        return scalar.string
+    }
+}
