@@ -60,6 +60,9 @@ public final class KubernetesClient: Sendable {
         self.configuration = configuration
         self.options = options
         self.logger = logger
+        if let name = configuration.tlsServerName {
+            logger.warning("tls-server-name \(name) is not supported; the certificate is checked against \(configuration.server)")
+        }
     }
 
     /// Closes every connection. Call once, before the client goes away.

@@ -8,7 +8,8 @@ public struct KubernetesConfiguration: Sendable {
     public var certificateAuthorityPEM: [UInt8]?
     /// Skip verifying the server's certificate. Only ever set from a kubeconfig that says so.
     public var insecureSkipTLSVerify: Bool
-    /// The name to check the server's certificate against, when it differs from the host (kubeconfig `tls-server-name`).
+    /// The kubeconfig's `tls-server-name`. Read but not applied: the HTTP client checks the certificate
+    /// against the server URL's host, which is stricter, never looser. ``KubernetesClient`` logs a warning.
     public var tlsServerName: String?
     /// The bearer token, if the user has one.
     public var token: BearerToken?

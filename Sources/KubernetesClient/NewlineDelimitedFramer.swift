@@ -11,6 +11,7 @@ public struct NewlineDelimitedFramer: Sendable {
     /// A line grew past `maximumLineLength` without ending.
     public struct LineTooLong: Error, Sendable, Equatable {
         public var limit: Int
+        public init(limit: Int) { self.limit = limit }
     }
 
     public init(maximumLineLength: Int = 64 << 20) {

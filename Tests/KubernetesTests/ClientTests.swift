@@ -4,7 +4,7 @@ import Testing
 
 @testable import KubernetesSource
 
-@Suite("Kubernetes client: framing, backoff, configuration")
+@Suite("Kubernetes client: framing, backoff, configuration", .timeLimit(.minutes(1)))
 struct ClientUnitTests {
     @Test("an event split at every byte boundary, and many events in one chunk, frame the same")
     func framingAtEverySplit() throws {
@@ -170,7 +170,7 @@ struct ClientUnitTests {
     }
 }
 
-@Suite("Kubernetes client against a stand-in API server")
+@Suite("Kubernetes client against a stand-in API server", .timeLimit(.minutes(1)))
 struct ClientServerTests {
     @Test("list pages with continue tokens; an expired token starts the list over")
     func paging() async throws {
@@ -508,6 +508,53 @@ struct ClientServerTests {
                 return
             }
             #expect(request == "GET /api/v1/services")
+        }
+    }
+
+    @Test("label selectors reach the server; updates() streams the informer's changes")
+    func labelSelectorAndUpdatesStream() async throws {
+        try await withAPIServer { server, certificates in
+            try await server.perform { state in
+                state.apply(Fixtures.service("mine", clusterIPs: ["10.96.1.1"]))
+                state.apply(Fixtures.service("kube-dns", clusterIPs: ["10.96.1.2"], labels: ["k8s-app": "kube-dns"]))
+            }
+            try await withClient(try serverConfiguration(server, certificates)) { client in
+                let informer = Informer(
+                    client: client, resource: .services, of: Service.self,
+                    selectors: Selectors(labelSelector: "service.kubernetes.io/service-proxy-name=canary-agent,!skip"),
+                    options: fastInformerOptions())
+                var updates = informer.updates().makeAsyncIterator()
+                let first = try #require(await updates.next())
+                #expect(first.change == .relisted)
+                #expect(first.objects.keys.map(\.description) == ["default/mine"])
+                try await server.perform { state in
+                    state.apply(Fixtures.service("dns-2", clusterIPs: ["10.96.1.3"], labels: ["k8s-app": "kube-dns"]))
+                    state.apply(Fixtures.service("other", clusterIPs: ["10.96.1.4"]))
+                }
+                let second = try #require(await updates.next())
+                #expect(second.change == .added(ObjectKey(namespace: "default", name: "other")))
+                let queries = try await server.perform { $0.requests(to: "/api/v1/services", watch: true).map { $0.query["labelSelector"] } }
+                #expect(queries == ["service.kubernetes.io/service-proxy-name=canary-agent,!skip"])
+            }
+        }
+    }
+
+    @Test("the request timeout bounds the wait for an answer, not the life of a watch")
+    func requestTimeoutDoesNotEndWatches() async throws {
+        try await withAPIServer { server, certificates in
+            var options = KubernetesClient.Options()
+            options.requestTimeout = .milliseconds(300)
+            let client = try KubernetesClient(configuration: try serverConfiguration(server, certificates), options: options)
+            let informer = Informer(client: client, resource: .services, of: Service.self, options: fastInformerOptions())
+            let recorder = Recorder<InformerUpdate<Service>>()
+            try await whileRunning({ await informer.run { await recorder.append($0) } }) {
+                _ = try await eventually("watch open") { try await server.perform { $0.watchCount == 1 ? true : nil } }
+                try await Task.sleep(for: .milliseconds(700))
+                try await server.perform { $0.apply(Fixtures.service("late", clusterIPs: ["10.96.1.1"])) }
+                _ = try await eventually("event") { await recorder.first { $0.change == .added(ObjectKey(namespace: "default", name: "late")) } }
+                #expect(try await server.perform { $0.requests(to: "/api/v1/services", watch: true).count } == 1)
+            }
+            await client.shutdown()
         }
     }
 

@@ -290,9 +290,8 @@ final class ServerState: @unchecked Sendable {
             }
             offset = Int(token.split(separator: "-").last ?? "") ?? 0
         }
-        let selected = collection.objects.keys.sorted().compactMap { key -> JSON? in
-            let object = collection.objects[key]!
-            return matches(object, query["labelSelector"], query["fieldSelector"]) ? object : nil
+        let selected = collection.objects.keys.sorted().compactMap { collection.objects[$0] }.filter {
+            matches($0, query["labelSelector"], query["fieldSelector"])
         }
         let limit = query["limit"].flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil } ?? Int.max
         let end = offset + min(limit, max(0, selected.count - offset))

@@ -2,7 +2,7 @@ import Foundation
 
 /// A JSON value, to write API objects in tests as they appear in the API reference.
 enum JSON: Sendable, Hashable, Codable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
-    ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral
+    ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral
 {
     case null
     case bool(Bool)
@@ -19,7 +19,6 @@ enum JSON: Sendable, Hashable, Codable, ExpressibleByStringLiteral, ExpressibleB
     init(dictionaryLiteral elements: (String, JSON)...) {
         self = .object(Dictionary(elements, uniquingKeysWith: { _, last in last }))
     }
-    init(nilLiteral: ()) { self = .null }
 
     init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()

@@ -6,7 +6,7 @@ import Testing
 
 @testable import KubernetesSource
 
-@Suite("KubernetesSource end to end against a stand-in API server")
+@Suite("KubernetesSource end to end against a stand-in API server", .timeLimit(.minutes(1)))
 struct SourceTests {
     /// Starts the server with `objects`, runs a KubernetesSource for node-1 against it, and hands its updates to `body`.
     private func withSource(

@@ -37,7 +37,7 @@ func virtualService(
         canary: canary.map { Endpoint(socket($0)) }.sorted(), canaryShare: CanaryShare(percentText: share) ?? .zero)
 }
 
-@Suite("Translator: the annotation scheme")
+@Suite("Translator: the annotation scheme", .timeLimit(.minutes(1)))
 struct TranslatorTests {
     @Test("seed: one Service over two Deployments at 3:1 is one service with 4 endpoints, at 4:1 with 5")
     func seedReplicaSplit() throws {
