@@ -87,7 +87,18 @@ public struct Planner: Sendable {
         for key in current.keys where desired[key] == nil { keys.append(key) }
         for key in drains.serviceKeys where desired[key] == nil && current[key] == nil { keys.append(key) }
         keys.sort()
-        return plan(sortedUniqueKeys: keys, desired: desired, current: current, drains: &drains, now: now)
+        var builder = PlanBuilder()
+        // At least this many services and destinations are new: reserve for them at once rather
+        // than grow (a full sync from an empty table is nearly all adds).
+        builder.serviceChanges.reserveCapacity(max(0, desired.count - current.count))
+        builder.destinationAdds.reserveCapacity(
+            max(0, Self.destinationCount(desired) - Self.destinationCount(current))
+                + max(0, desired.count - current.count))
+        return plan(sortedUniqueKeys: keys, desired: desired, current: current, drains: &drains, now: now, into: builder)
+    }
+
+    private static func destinationCount(_ table: IPVSTableIndex) -> Int {
+        table.values.reduce(0) { $0 + $1.destinations.count }
     }
 
     /// Plans only the given services, against indexed tables: the cost is that of the services
@@ -108,14 +119,15 @@ public struct Planner: Sendable {
     ) -> Plan {
         var unique = Array(Set(keys))
         unique.sort()
-        return plan(sortedUniqueKeys: unique, desired: desired, current: current, drains: &drains, now: now)
+        return plan(
+            sortedUniqueKeys: unique, desired: desired, current: current, drains: &drains, now: now,
+            into: PlanBuilder())
     }
 
     private func plan(
         sortedUniqueKeys keys: [ServiceKey], desired: IPVSTableIndex, current: IPVSTableIndex,
-        drains: inout DrainTracker, now: ContinuousClock.Instant
+        drains: inout DrainTracker, now: ContinuousClock.Instant, into builder: consuming PlanBuilder
     ) -> Plan {
-        var builder = PlanBuilder()
         for key in keys {
             planService(key, desired: desired[key], current: current[key], drains: &drains, now: now, into: &builder)
         }
@@ -337,13 +349,19 @@ private struct PlanBuilder {
     var serviceDeletes: [IPVSOperation] = []
     var unowned: [ServiceKey] = []
 
-    func finish() -> Plan {
-        let groups = [
-            serviceChanges, destinationAdds, destinationEdits, destinationDrains, destinationDeletes, serviceDeletes,
-        ]
-        var operations: [IPVSOperation] = []
-        operations.reserveCapacity(groups.reduce(0) { $0 + $1.count })
-        for group in groups { operations.append(contentsOf: group) }
+    /// Concatenates the groups. The destination adds (nearly all of a full sync) become the
+    /// result in place, with room reserved for the rest, so a large plan is held once, not twice.
+    consuming func finish() -> Plan {
+        var operations = destinationAdds
+        destinationAdds = []
+        operations.reserveCapacity(
+            operations.count + serviceChanges.count + destinationEdits.count + destinationDrains.count
+                + destinationDeletes.count + serviceDeletes.count)
+        operations.insert(contentsOf: serviceChanges, at: 0)
+        operations.append(contentsOf: destinationEdits)
+        operations.append(contentsOf: destinationDrains)
+        operations.append(contentsOf: destinationDeletes)
+        operations.append(contentsOf: serviceDeletes)
         return Plan(operations: operations, unownedDesiredServices: unowned)
     }
 }
@@ -351,7 +369,7 @@ private struct PlanBuilder {
 /// Finds a service's destinations by address: by a linear scan in short lists, which is cheaper
 /// than hashing, and through a dictionary in long ones.
 private struct DestinationIndex {
-    private static let linearLimit = 16
+    private static let linearLimit = 32
     let destinations: [Destination]
     let positions: [SocketAddress: Int]?
 
