@@ -41,9 +41,11 @@ public struct EventRecord: Encodable, Sendable, Hashable {
     public var host: String?
     public var time: Date
 
+    /// `name` defaults to the object's name and a unique hexadecimal time, as Kubernetes' recorders do;
+    /// give a stable one to have the server refuse (409) a second copy of the same Event.
     public init(
         involvedObject: ObjectReference, reason: String, message: String, type: EventType = .warning,
-        component: String, host: String?, time: Date = Date()
+        component: String, host: String?, time: Date = Date(), name: String? = nil
     ) {
         self.involvedObject = involvedObject
         self.reason = reason
@@ -52,9 +54,8 @@ public struct EventRecord: Encodable, Sendable, Hashable {
         self.component = component
         self.host = host
         self.time = time
-        // Like the Kubernetes event recorders: the object's name and a unique hexadecimal time.
         let nanoseconds = UInt64(max(0, time.timeIntervalSince1970) * 1e9)
-        self.name = "\(involvedObject.name ?? "object").\(String(nanoseconds, radix: 16))"
+        self.name = name ?? "\(involvedObject.name ?? "object").\(String(nanoseconds, radix: 16))"
     }
 
     enum CodingKeys: String, CodingKey {

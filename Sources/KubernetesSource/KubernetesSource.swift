@@ -126,8 +126,10 @@ public actor KubernetesSource {
             }
             group.addTask {
                 for await event in eventStream {
-                    do {
+                    do throws(KubernetesError) {
                         try await client.recordEvent(event)
+                    } catch where error.statusCode == 409 {
+                        logger.debug("event \(event.name) exists already (recorded before a restart)")
                     } catch {
                         logger.warning("cannot record the event \(event.reason) on \(event.involvedObject.kind ?? "") \(event.involvedObject.name ?? ""): \(error)")
                     }
@@ -214,8 +216,23 @@ public actor KubernetesSource {
             reference = ObjectReference(
                 kind: "Node", namespace: nil, name: problem.object, uid: node?.metadata.uid ?? problem.object)
         }
+        // One name per problem and node: an agent that restarts does not record the same Event again
+        // (the server answers 409 while the first one lives, an hour by default).
+        let identity = [configuration.nodeName ?? "", problem.kind.rawValue, problem.object, problem.field, problem.message]
+        let name = "\(reference.name ?? "object").canary-agent.\(Self.fnv1a(identity.joined(separator: "\u{0}")))"
         return EventRecord(
             involvedObject: reference, reason: problem.reason, message: "\(problem.field): \(problem.message)",
-            type: .warning, component: configuration.component, host: configuration.nodeName)
+            type: .warning, component: configuration.component, host: configuration.nodeName, name: name)
+    }
+
+    /// A stable 64-bit FNV-1a hash in hexadecimal (Swift's `Hasher` is seeded anew in every process).
+    static func fnv1a(_ text: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 }

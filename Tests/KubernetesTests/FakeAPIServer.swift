@@ -255,6 +255,10 @@ final class ServerState: @unchecked Sendable {
                 respond(context, .badRequest, Self.status(code: 400, reason: "BadRequest", message: "bad JSON"))
                 return
             }
+            if let name = event["metadata"]?["name"], createdEvents.contains(where: { $0["metadata"]?["name"] == name }) {
+                respond(context, .conflict, Self.status(code: 409, reason: "AlreadyExists", message: "events \"\(name.string ?? "")\" already exists"))
+                return
+            }
             createdEvents.append(event)
             respond(context, .created, event)
             return

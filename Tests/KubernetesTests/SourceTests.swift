@@ -17,16 +17,47 @@ struct SourceTests {
             try await server.perform { state in
                 for object in objects { state.apply(object) }
             }
-            try await withClient(try serverConfiguration(server, certificates)) { client in
-                var configuration = KubernetesSource.Configuration(nodeName: "node-1", defaultScheduler: .weightedRoundRobin)
-                configuration.informer = fastInformerOptions()
-                configure(&configuration)
-                let source = KubernetesSource(client: client, configuration: configuration)
-                let recorder = Recorder<KubernetesSource.Update>()
-                try await whileRunning({ await source.run { await recorder.append($0) } }) {
-                    try await body(server, recorder)
+            try await runSource(server, certificates, configure: configure) { recorder in try await body(server, recorder) }
+        }
+    }
+
+    /// Runs a KubernetesSource for node-1 against `server` while `body` runs.
+    private func runSource(
+        _ server: FakeAPIServer, _ certificates: TestCertificates, configure: (inout KubernetesSource.Configuration) -> Void = { _ in },
+        _ body: (Recorder<KubernetesSource.Update>) async throws -> Void
+    ) async throws {
+        try await withClient(try serverConfiguration(server, certificates)) { client in
+            var configuration = KubernetesSource.Configuration(nodeName: "node-1", defaultScheduler: .weightedRoundRobin)
+            configuration.informer = fastInformerOptions()
+            configure(&configuration)
+            let source = KubernetesSource(client: client, configuration: configuration)
+            let recorder = Recorder<KubernetesSource.Update>()
+            try await whileRunning({ await source.run { await recorder.append($0) } }) {
+                try await body(recorder)
+            }
+        }
+    }
+
+    @Test("an agent that restarts does not record the same Event twice")
+    func eventsNotRepeatedAfterRestart() async throws {
+        let objects = Fixtures.seedCanaryServices(weight: "150") + [Fixtures.node()]
+        try await withAPIServer { server, certificates in
+            try await server.perform { state in
+                for object in objects { state.apply(object) }
+            }
+            for run in 1...2 {
+                try await runSource(server, certificates) { recorder in
+                    let first = try await update(recorder, "first update") { _ in true }
+                    #expect(first.problems.map(\.reason) == ["InvalidCanaryWeight"])
+                    #expect(first.newProblems == first.problems)
+                    _ = try await eventually("POST \(run)") {
+                        try await server.perform { $0.requests.filter { $0.method == "POST" }.count == run ? true : nil }
+                    }
                 }
             }
+            let events = try await server.perform { $0.createdEvents }
+            #expect(events.count == 1)
+            #expect(events.first?["metadata"]?["name"]?.string?.hasPrefix("nginx-v1.canary-agent.") == true)
         }
     }
 
