@@ -26,17 +26,23 @@ enum MaglevHashingSolver {
         var worstError: Double
         var total: Int { stableTotal + canaryTotal }
 
-        /// The canary's fewest and most entries over every list order.
-        static func canaryEntryRange(stableTotal: Int, canaryTotal: Int) -> ClosedRange<Int> {
-            let total = stableTotal + canaryTotal
-            let rounds = tableSize / total, remainder = tableSize % total
-            return (rounds * canaryTotal + max(0, remainder - stableTotal))...(rounds * canaryTotal + min(canaryTotal, remainder))
+        /// The canary's fewest and most entries over every list order, for `rounds = 4093 / total`
+        /// and `remainder = 4093 % total`.
+        static func canaryEntryRange(stableTotal: Int, canaryTotal: Int, rounds: Int, remainder: Int) -> ClosedRange<Int> {
+            (rounds * canaryTotal + max(0, remainder - stableTotal))...(rounds * canaryTotal + min(canaryTotal, remainder))
         }
 
-        init(stableTotal: Int, canaryTotal: Int, targetEntries: Double) {
+        static func canaryEntryRange(stableTotal: Int, canaryTotal: Int) -> ClosedRange<Int> {
+            let total = stableTotal + canaryTotal
+            return canaryEntryRange(
+                stableTotal: stableTotal, canaryTotal: canaryTotal, rounds: tableSize / total, remainder: tableSize % total)
+        }
+
+        init(stableTotal: Int, canaryTotal: Int, rounds: Int, remainder: Int, targetEntries: Double) {
             self.stableTotal = stableTotal
             self.canaryTotal = canaryTotal
-            let range = Self.canaryEntryRange(stableTotal: stableTotal, canaryTotal: canaryTotal)
+            let range = Self.canaryEntryRange(
+                stableTotal: stableTotal, canaryTotal: canaryTotal, rounds: rounds, remainder: remainder)
             worstError = max(abs(Double(range.lowerBound) - targetEntries), abs(Double(range.upperBound) - targetEntries))
         }
 
@@ -50,8 +56,8 @@ enum MaglevHashingSolver {
     static func solve(
         _ endpoints: SolverEndpoints, target: CanaryShare, stableGetsTraffic: Bool, canaryGetsTraffic: Bool
     ) -> WeightAssignment {
-        let stableCount = stableGetsTraffic ? endpoints.liveStable.count : 0
-        let canaryCount = canaryGetsTraffic ? endpoints.liveCanary.count : 0
+        let stableCount = stableGetsTraffic ? endpoints.liveStableCount : 0
+        let canaryCount = canaryGetsTraffic ? endpoints.liveCanaryCount : 0
         var warnings: [String] = []
         if endpoints.listOrder.count > tableSize {
             warnings.append(
@@ -60,50 +66,15 @@ enum MaglevHashingSolver {
         }
         guard stableCount > 0 && canaryCount > 0 && stableCount + canaryCount <= tableSize else {
             // One group only (or more endpoints than entries): one turn each.
-            let weights = SolverSupport.weights(endpoints, stableTotal: stableCount, canaryTotal: canaryCount)
-            let share = evaluate(endpoints, weights: weights)
-            return WeightAssignment(weights: weights, effectiveCanaryShare: share, warnings: warnings)
+            let weights = endpoints.listWeights(stableTotal: stableCount, canaryTotal: canaryCount)
+            return WeightAssignment(
+                weights: endpoints.weightMap(weights), effectiveCanaryShare: evaluate(endpoints, weights), warnings: warnings)
         }
-        let targetEntries = target.fraction * Double(tableSize)
+        let chosen = bestTurns(stableCount: stableCount, canaryCount: canaryCount, target: target)
+        let isEqual = chosen.stableTotal % stableCount == 0 && chosen.canaryTotal % canaryCount == 0
 
-        // Equal turns: s per stable endpoint, c per canary endpoint, every pair that fits the table.
-        var bestEqual: Candidate? = nil
-        for canary in 1...maximumTurns {
-            let canaryTotal = canary * canaryCount
-            for stable in 1...maximumTurns {
-                let stableTotal = stable * stableCount
-                guard stableTotal + canaryTotal <= tableSize else { break }
-                let candidate = Candidate(stableTotal: stableTotal, canaryTotal: canaryTotal, targetEntries: targetEntries)
-                if candidate.isBetter(than: bestEqual) { bestEqual = candidate }
-            }
-        }
-        guard var chosen = bestEqual else { preconditionFailure("one turn each always fits the table") }
-        var isEqual = true
-
-        // Turns differing by 1 within a group: every total, the canary's part nearest the target.
-        if chosen.worstError > 1 {
-            var bestUnequal: Candidate? = nil
-            let smallestTotal = stableCount + canaryCount
-            let largestTotal = max(smallestTotal, min(tableSize, maximumTurns * smallestTotal))
-            for total in smallestTotal...largestTotal {
-                let nearest = target.basisPoints * total / 10_000
-                for canaryTotal in nearest...(nearest + 1) {
-                    let stableTotal = total - canaryTotal
-                    guard (canaryCount...(maximumTurns * canaryCount)).contains(canaryTotal),
-                        (stableCount...(maximumTurns * stableCount)).contains(stableTotal)
-                    else { continue }
-                    let candidate = Candidate(stableTotal: stableTotal, canaryTotal: canaryTotal, targetEntries: targetEntries)
-                    if candidate.isBetter(than: bestUnequal) { bestUnequal = candidate }
-                }
-            }
-            if let bestUnequal, bestUnequal.worstError < chosen.worstError - 1 {
-                chosen = bestUnequal
-                isEqual = false
-            }
-        }
-
-        let weights = SolverSupport.weights(endpoints, stableTotal: chosen.stableTotal, canaryTotal: chosen.canaryTotal)
-        let share = evaluate(endpoints, weights: weights)
+        let weights = endpoints.listWeights(stableTotal: chosen.stableTotal, canaryTotal: chosen.canaryTotal)
+        let share = evaluate(endpoints, weights)
         let range = Candidate.canaryEntryRange(stableTotal: chosen.stableTotal, canaryTotal: chosen.canaryTotal)
         var notes: [String] = []
         if !SolverSupport.matches(share, target) {
@@ -125,21 +96,102 @@ enum MaglevHashingSolver {
                     + "to live ones by mh-fallback")
         }
         return WeightAssignment(
-            weights: weights, effectiveCanaryShare: share,
+            weights: endpoints.weightMap(weights), effectiveCanaryShare: share,
             explanation: notes.isEmpty ? nil : notes.joined(separator: "; "), warnings: warnings)
     }
 
-    /// The canary's share of the table entries held by live endpoints with these weights, by the
-    /// populate loop's counts in the assumed list order. Weight-0 endpoints are counted with no
-    /// turns: their last weight is not known here, and their clients spread over the others.
-    static func evaluate(_ endpoints: SolverEndpoints, weights: [SocketAddress: Int32]) -> Double {
-        let turns = MaglevHashingModel.turns(lastWeights: SolverSupport.listWeights(endpoints, weights))
-        let entries = MaglevHashingModel.entryCounts(turns: turns)
-        var canary = 0, total = 0
-        for (member, count) in zip(endpoints.listOrder, entries) {
-            total += count
-            if member.group == .canary { canary += count }
+    /// The group totals of turns with the smallest worst case over list orders: equal turns
+    /// within each group, unless turns differing by 1 are better by more than one entry.
+    ///
+    /// The canary's entries over every order form an interval around the ideal `4093·C/T`, so
+    /// `4093·|C/T - p|` bounds a candidate's worst case from below: the equal search walks the
+    /// stable turns outwards from the ideal for each canary turn and stops where that bound
+    /// passes the best so far.
+    static func bestTurns(stableCount: Int, canaryCount: Int, target: CanaryShare) -> Candidate {
+        let share = target.fraction
+        let targetEntries = share * Double(tableSize)
+        func lowerBound(_ stableTotal: Int, _ canaryTotal: Int) -> Double {
+            abs(Double(canaryTotal) / Double(stableTotal + canaryTotal) - share) * Double(tableSize)
         }
-        return total == 0 ? 0 : Double(canary) / Double(total)
+        func candidate(_ stableTotal: Int, _ canaryTotal: Int) -> Candidate {
+            let total = stableTotal + canaryTotal
+            return Candidate(
+                stableTotal: stableTotal, canaryTotal: canaryTotal, rounds: tableSize / total,
+                remainder: tableSize % total, targetEntries: targetEntries)
+        }
+
+        var bestEqual: Candidate? = nil
+        for canary in 1...maximumTurns {
+            let canaryTotal = canary * canaryCount
+            guard canaryTotal + stableCount <= tableSize else { break }
+            let ideal = Double(canaryTotal) * (1 - share) / (share * Double(stableCount))
+            let below = min(maximumTurns, max(0, Int(ideal.rounded(.down))))
+            // Downwards from the ideal the share only grows, upwards it only shrinks.
+            var stable = below
+            while stable >= 1 {
+                let stableTotal = stable * stableCount
+                stable -= 1
+                // Too many turns for the table: smaller ones may fit.
+                if stableTotal + canaryTotal > tableSize { continue }
+                if let best = bestEqual, lowerBound(stableTotal, canaryTotal) > best.worstError + 1e-9 { break }
+                let next = candidate(stableTotal, canaryTotal)
+                if next.isBetter(than: bestEqual) { bestEqual = next }
+            }
+            stable = below + 1
+            while stable <= maximumTurns {
+                let stableTotal = stable * stableCount
+                stable += 1
+                if stableTotal + canaryTotal > tableSize { break }
+                if let best = bestEqual, lowerBound(stableTotal, canaryTotal) > best.worstError + 1e-9 { break }
+                let next = candidate(stableTotal, canaryTotal)
+                if next.isBetter(than: bestEqual) { bestEqual = next }
+            }
+        }
+        guard let bestEqual else { preconditionFailure("one turn each always fits the table") }
+        guard bestEqual.worstError > 1 else { return bestEqual }
+
+        // Turns differing by 1 within a group: every total T, the canary's part nearest the
+        // target. Rounds and remainder are kept up to date without a division per total.
+        var bestUnequal: Candidate? = nil
+        // What an unequal candidate must beat: the equal one by more than an entry, then the best so far.
+        var needed = bestEqual.worstError - 1
+        let smallestTotal = stableCount + canaryCount
+        let largestTotal = max(smallestTotal, min(tableSize, maximumTurns * smallestTotal))
+        var rounds = tableSize / smallestTotal
+        var nearest = target.basisPoints * smallestTotal / 10_000
+        for total in smallestTotal...largestTotal {
+            while rounds * total > tableSize { rounds -= 1 }
+            while (nearest + 1) * 10_000 <= target.basisPoints * total { nearest += 1 }
+            let remainder = tableSize - rounds * total
+            var canaryTotal = nearest
+            while canaryTotal <= nearest + 1 {
+                defer { canaryTotal += 1 }
+                let stableTotal = total - canaryTotal
+                guard canaryTotal >= canaryCount, canaryTotal <= maximumTurns * canaryCount,
+                    stableTotal >= stableCount, stableTotal <= maximumTurns * stableCount
+                else { continue }
+                // Cheap rejection: the canary's entries lie within rounds·C + (0 ... min(C, r)),
+                // so a span wholly farther from the target than `needed` cannot win.
+                let base = Double(rounds * canaryTotal)
+                if base - targetEntries > needed || targetEntries - base - Double(min(canaryTotal, remainder)) > needed {
+                    continue
+                }
+                let next = Candidate(
+                    stableTotal: stableTotal, canaryTotal: canaryTotal, rounds: rounds, remainder: remainder,
+                    targetEntries: targetEntries)
+                if next.worstError < needed && next.isBetter(than: bestUnequal) {
+                    bestUnequal = next
+                    needed = next.worstError + 1e-9
+                }
+            }
+        }
+        return bestUnequal ?? bestEqual
+    }
+
+    /// The canary's share of the table entries held by live endpoints with these weights (in
+    /// list order), by the populate loop's counts. Weight-0 endpoints are counted with no turns:
+    /// their last weight is not known here, and their clients spread over the others.
+    static func evaluate(_ endpoints: SolverEndpoints, _ listWeights: [Int]) -> Double {
+        endpoints.canaryShare(of: MaglevHashingModel.entryCounts(turns: MaglevHashingModel.turns(lastWeights: listWeights)))
     }
 }

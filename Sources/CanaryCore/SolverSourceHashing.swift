@@ -17,23 +17,23 @@ enum SourceHashingSolver {
     static func solve(
         _ endpoints: SolverEndpoints, target: CanaryShare, stableGetsTraffic: Bool, canaryGetsTraffic: Bool
     ) -> WeightAssignment {
-        let stableCount = stableGetsTraffic ? endpoints.liveStable.count : 0
-        let canaryCount = canaryGetsTraffic ? endpoints.liveCanary.count : 0
+        let stableCount = stableGetsTraffic ? endpoints.liveStableCount : 0
+        let canaryCount = canaryGetsTraffic ? endpoints.liveCanaryCount : 0
         let destinationCount = endpoints.listOrder.count
         if destinationCount > bucketCount {
-            return degraded(endpoints, target: target, stableGetsTraffic: stableGetsTraffic, canaryGetsTraffic: canaryGetsTraffic)
+            return degraded(endpoints, target: target, stableCount: stableCount, canaryCount: canaryCount)
         }
         let zeroWeightCount = destinationCount - stableCount - canaryCount
         let liveBuckets = bucketCount - zeroWeightCount
 
-        func evaluate(canaryBuckets: Int) -> (weights: [SocketAddress: Int32], share: Double) {
-            let weights = SolverSupport.weights(
-                endpoints, stableTotal: stableCount > 0 ? liveBuckets - canaryBuckets : 0, canaryTotal: canaryBuckets)
+        func evaluate(canaryBuckets: Int) -> (weights: [Int], share: Double) {
+            let weights = endpoints.listWeights(
+                stableTotal: stableCount > 0 ? liveBuckets - canaryBuckets : 0, canaryTotal: canaryBuckets)
             return (weights, share(endpoints, weights))
         }
 
         let ideal = Double(target.basisPoints) * Double(bucketCount) / 10_000
-        var chosen: (canaryBuckets: Int, weights: [SocketAddress: Int32], share: Double)
+        var chosen: (canaryBuckets: Int, weights: [Int], share: Double)
         if canaryCount == 0 {
             let result = evaluate(canaryBuckets: 0)
             chosen = (0, result.weights, result.share)
@@ -48,7 +48,7 @@ enum SourceHashingSolver {
             let reach = zeroWeightCount + 1
             let from = min(max(lowest, center - reach), highest)
             let to = max(min(highest, center + reach), lowest)
-            var best: (canaryBuckets: Int, weights: [SocketAddress: Int32], share: Double, error: Double, even: Bool)? = nil
+            var best: (canaryBuckets: Int, weights: [Int], share: Double, error: Double, even: Bool)? = nil
             for k in from...to {
                 let result = evaluate(canaryBuckets: k)
                 let error = abs(result.share - target.fraction)
@@ -67,8 +67,8 @@ enum SourceHashingSolver {
         if zeroWeightCount == 0 {
             // Weights summing to 256 with gcd g (a power of two) fill the same bucket counts as
             // the weights divided by g, whose sum divides 256: prefer the small ones.
-            let divisor = weights.values.reduce(0) { greatestCommonDivisor(Int($1), $0) }
-            if divisor > 1 { weights = weights.mapValues { $0 / Int32(divisor) } }
+            let divisor = weights.reduce(0) { greatestCommonDivisor($1, $0) }
+            if divisor > 1 { weights = weights.map { $0 / divisor } }
         }
 
         var notes: [String] = []
@@ -87,46 +87,35 @@ enum SourceHashingSolver {
             notes.append("the \(zeroWeightCount) buckets of weight-0 endpoints move to live ones by sh-fallback")
         }
         return WeightAssignment(
-            weights: weights, effectiveCanaryShare: chosen.share,
+            weights: endpoints.weightMap(weights), effectiveCanaryShare: chosen.share,
             explanation: notes.isEmpty ? nil : notes.joined(separator: "; "))
     }
 
-    /// The canary's share of clients with these weights, by the kernel's table and fallback walk
-    /// in the assumed list order.
-    static func share(_ endpoints: SolverEndpoints, _ weights: [SocketAddress: Int32]) -> Double {
-        let model = SourceHashingModel(weights: SolverSupport.listWeights(endpoints, weights))
-        let served = model.servedBuckets(fallback: true)
-        var canary = 0, total = 0
-        for (member, count) in zip(endpoints.listOrder, served) {
-            total += count
-            if member.group == .canary { canary += count }
-        }
-        return total == 0 ? 0 : Double(canary) / Double(total)
+    /// The canary's share of clients with these weights (in list order), by the kernel's table
+    /// and fallback walk.
+    static func share(_ endpoints: SolverEndpoints, _ listWeights: [Int]) -> Double {
+        endpoints.canaryShare(of: SourceHashingModel(weights: listWeights).servedBuckets(fallback: true))
     }
 
     /// More endpoints than buckets: each takes one bucket in list order until they run out, so
     /// every weight is 1 (or 0) and the endpoints late in the list (added earliest) get nothing.
     static func degraded(
-        _ endpoints: SolverEndpoints, target: CanaryShare, stableGetsTraffic: Bool, canaryGetsTraffic: Bool
+        _ endpoints: SolverEndpoints, target: CanaryShare, stableCount: Int, canaryCount: Int
     ) -> WeightAssignment {
-        let weights = SolverSupport.weights(
-            endpoints, stableTotal: stableGetsTraffic ? endpoints.liveStable.count : 0,
-            canaryTotal: canaryGetsTraffic ? endpoints.liveCanary.count : 0)
-        let model = SourceHashingModel(weights: SolverSupport.listWeights(endpoints, weights))
-        let held = model.heldBuckets
-        let starvedLive = zip(endpoints.listOrder, held).filter { $0.1 == 0 && (weights[$0.0.address] ?? 0) > 0 }
-            .map(\.0.address)
-        let starvedAll = zip(endpoints.listOrder, held).filter { $0.1 == 0 }.count
+        let weights = endpoints.listWeights(stableTotal: stableCount, canaryTotal: canaryCount)
+        let held = SourceHashingModel(weights: weights).heldBuckets
+        let starved = endpoints.listOrder.indices.filter { held[$0] == 0 }
+        let starvedLive = starved.filter { weights[$0] > 0 }.map { endpoints.listOrder[$0].address }
         let effective = share(endpoints, weights)
         var warnings = [
-            "sh has 256 buckets for \(endpoints.listOrder.count) endpoints: \(starvedAll) get no bucket, "
+            "sh has 256 buckets for \(endpoints.listOrder.count) endpoints: \(starved.count) get no bucket, "
                 + "the last in the kernel's list (the earliest added)"
         ]
         if !starvedLive.isEmpty {
             warnings.append("live endpoints that get no new connections: \(SolverSupport.list(starvedLive))")
         }
         return WeightAssignment(
-            weights: weights, effectiveCanaryShare: effective,
+            weights: endpoints.weightMap(weights), effectiveCanaryShare: effective,
             explanation: "more endpoints than sh's 256 buckets: one bucket each in list order; the canary gets "
                 + "\(SolverSupport.percent(effective)) (target \(target))",
             warnings: warnings)

@@ -120,9 +120,8 @@ enum WeightedRoundRobinSolver {
     /// Solves a wrr service whose stable and canary groups both have live endpoints.
     static func solve(_ endpoints: SolverEndpoints, target: CanaryShare) -> WeightAssignment {
         let split = split(
-            stableCount: endpoints.liveStable.count, canaryCount: endpoints.liveCanary.count,
-            basisPoints: target.basisPoints)
-        let weights = SolverSupport.weights(endpoints, stableTotal: split.stableTotal, canaryTotal: split.canaryTotal)
+            stableCount: endpoints.liveStableCount, canaryCount: endpoints.liveCanaryCount, basisPoints: target.basisPoints)
+        let weights = endpoints.weightMap(stableTotal: split.stableTotal, canaryTotal: split.canaryTotal)
         let share = Double(split.canaryTotal) / Double(split.total)
         var notes: [String] = []
         if !SolverSupport.matches(share, target) {

@@ -38,7 +38,7 @@ public enum WeightSolver {
         }
 
         guard endpoints.liveCount > 0 else {
-            let weights = SolverSupport.weights(endpoints, stableTotal: 0, canaryTotal: 0)
+            let weights = endpoints.weightMap(stableTotal: 0, canaryTotal: 0)
             return WeightAssignment(
                 weights: weights, effectiveCanaryShare: 0,
                 explanation: "no live endpoint: the kernel has no destination for new connections",
@@ -46,10 +46,10 @@ public enum WeightSolver {
         }
 
         var stableGetsTraffic = true, canaryGetsTraffic = true
-        if endpoints.liveCanary.isEmpty {
+        if endpoints.liveCanaryCount == 0 {
             canaryGetsTraffic = false
             if target > .zero { notes.append("no live canary endpoint: every new connection goes to stable") }
-        } else if endpoints.liveStable.isEmpty {
+        } else if endpoints.liveStableCount == 0 {
             stableGetsTraffic = false
             if target < .all { notes.append("no live stable endpoint: the canary takes every new connection") }
             if target == .zero {
@@ -116,9 +116,8 @@ public enum WeightSolver {
 
     /// Every live endpoint of one group at weight 1, every other endpoint 0.
     private static func oneGroup(_ endpoints: SolverEndpoints, stableGetsTraffic: Bool, cycle: Bool) -> WeightAssignment {
-        let live = stableGetsTraffic ? endpoints.liveStable.count : endpoints.liveCanary.count
-        let weights = SolverSupport.weights(
-            endpoints, stableTotal: stableGetsTraffic ? live : 0, canaryTotal: stableGetsTraffic ? 0 : live)
+        let live = stableGetsTraffic ? endpoints.liveStableCount : endpoints.liveCanaryCount
+        let weights = endpoints.weightMap(stableTotal: stableGetsTraffic ? live : 0, canaryTotal: stableGetsTraffic ? 0 : live)
         return WeightAssignment(
             weights: weights, effectiveCanaryShare: stableGetsTraffic ? 0 : 1, cycleLength: cycle ? live : nil)
     }
@@ -130,9 +129,9 @@ public enum WeightSolver {
         _ endpoints: SolverEndpoints, target: CanaryShare, scheduler: Scheduler, stableGetsTraffic: Bool,
         canaryGetsTraffic: Bool
     ) -> WeightAssignment {
-        let stable = stableGetsTraffic ? endpoints.liveStable.count : 0
-        let canary = canaryGetsTraffic ? endpoints.liveCanary.count : 0
-        let weights = SolverSupport.weights(endpoints, stableTotal: stable, canaryTotal: canary)
+        let stable = stableGetsTraffic ? endpoints.liveStableCount : 0
+        let canary = canaryGetsTraffic ? endpoints.liveCanaryCount : 0
+        let weights = endpoints.weightMap(stableTotal: stable, canaryTotal: canary)
         let share = Double(canary) / Double(stable + canary)
         guard stable > 0 && canary > 0 else { return WeightAssignment(weights: weights, effectiveCanaryShare: share) }
         var explanation: String? = nil

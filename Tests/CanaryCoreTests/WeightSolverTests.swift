@@ -270,7 +270,10 @@ struct WeightSolverMaglevTests {
     /// turns come through the quantisation unchanged, the reported share is the populate loop's
     /// for the assumed order, and over every list order they are at least as close as the naive
     /// weights (the target's basis points split evenly).
-    @Test(arguments: [(1, 1, 100), (1, 1, 1000), (9, 1, 1000), (3, 2, 2500), (20, 1, 50), (1, 1, 9900), (24, 1, 1000)])
+    @Test(arguments: [
+        (1, 1, 100), (1, 1, 1000), (9, 1, 1000), (3, 2, 2500), (20, 1, 50), (1, 1, 9900), (24, 1, 1000), (300, 1, 1000),
+        (200, 100, 2500),
+    ])
     func weightsSurviveTheQuantisation(stable: Int, canary: Int, basisPoints: Int) {
         let service = SolverFixture.service(.maglevHashing, stable: stable, canary: canary, basisPoints: basisPoints)
         let assignment = WeightSolver.solve(service)
