@@ -1,4 +1,7 @@
+import CanaryCore
 import Foundation
+import IPVS
+
 @testable import KubernetesSource
 
 /// API objects shaped as the Kubernetes API reference gives them (core/v1 Service, Endpoints, Node;
@@ -171,5 +174,25 @@ enum Fixtures {
                 endpoints: [endpoint("10.244.1.20"), endpoint("10.244.1.21"), endpoint("10.244.1.22")]),
             slice("nginx-v2-fghij", service: "nginx-v2", endpoints: [endpoint("10.244.2.20")]),
         ]
+    }
+
+    /// What the planner must get from seed 1: the Service's ClusterIP:80, every replica of both
+    /// Deployments a stable endpoint (the replica ratio is the split), no canary.
+    static func expectedReplicaSplit(stable: Int, canary: Int) -> DesiredState {
+        let stableAddresses = (0..<stable).map { "10.244.1.\(10 + $0):80" }
+        let canaryAddresses = (0..<canary).map { "10.244.2.\(10 + $0):80" }
+        return DesiredState(services: [
+            virtualService("default/nginx-service:nginx-port", .tcp, "10.96.0.10:80", stable: stableAddresses + canaryAddresses)
+        ])
+    }
+
+    /// What the planner must get from seed 2: nginx-v1's ClusterIP:80 with its three pods stable and
+    /// nginx-v2's pod canary at the given share.
+    static func expectedCanaryServices(scheduler: Scheduler = .weightedRoundRobin, share: String = "10") -> DesiredState {
+        DesiredState(services: [
+            virtualService(
+                "default/nginx-v1:http", .tcp, "10.96.0.20:80", scheduler: scheduler,
+                stable: ["10.244.1.20:80", "10.244.1.21:80", "10.244.1.22:80"], canary: ["10.244.2.20:80"], share: share)
+        ])
     }
 }

@@ -75,22 +75,10 @@ struct SourceTests {
         try await withSource([threeToOne.service, threeToOne.slice, Fixtures.node()]) { server, recorder in
             let first = try await update(recorder, "first update") { _ in true }
             #expect(first.problems == [])
-            #expect(
-                first.desiredState
-                    == DesiredState(services: [
-                        virtualService(
-                            "default/nginx-service:nginx-port", .tcp, "10.96.0.10:80",
-                            stable: ["10.244.1.10:80", "10.244.1.11:80", "10.244.1.12:80", "10.244.2.10:80"])
-                    ]))
+            #expect(first.desiredState == Fixtures.expectedReplicaSplit(stable: 3, canary: 1))
             try await server.perform { $0.apply(Fixtures.seedReplicaSplit(stable: 4, canary: 1).slice) }
             let second = try await update(recorder, "five endpoints") { $0.desiredState.services.first?.value.stable.count == 5 }
-            #expect(
-                second.desiredState
-                    == DesiredState(services: [
-                        virtualService(
-                            "default/nginx-service:nginx-port", .tcp, "10.96.0.10:80",
-                            stable: ["10.244.1.10:80", "10.244.1.11:80", "10.244.1.12:80", "10.244.1.13:80", "10.244.2.10:80"])
-                    ]))
+            #expect(second.desiredState == Fixtures.expectedReplicaSplit(stable: 4, canary: 1))
         }
     }
 
@@ -100,24 +88,17 @@ struct SourceTests {
         try await withSource(objects) { server, recorder in
             let first = try await update(recorder, "first update") { _ in true }
             #expect(first.problems == [])
-            #expect(
-                first.desiredState
-                    == DesiredState(services: [
-                        virtualService(
-                            "default/nginx-v1:http", .tcp, "10.96.0.20:80", scheduler: .sourceHashing,
-                            stable: ["10.244.1.20:80", "10.244.1.21:80", "10.244.1.22:80"], canary: ["10.244.2.20:80"], share: "10")
-                    ]))
+            #expect(first.desiredState == Fixtures.expectedCanaryServices(scheduler: .sourceHashing))
 
             // kubectl label node node-1 canary-agent.io/scheduler=rr --overwrite
             try await server.perform { $0.apply(Fixtures.node(labels: ["canary-agent.io/scheduler": "rr"])) }
             let flipped = try await update(recorder, "rr") { $0.desiredState.services.values.first?.scheduler == .roundRobin }
-            var expected = first.desiredState
-            for key in expected.services.keys { expected.services[key]?.scheduler = .roundRobin }
-            #expect(flipped.desiredState == expected)
+            #expect(flipped.desiredState == Fixtures.expectedCanaryServices(scheduler: .roundRobin))
 
             // kubectl label node node-1 canary-agent.io/scheduler-   → back to the flag.
             try await server.perform { $0.apply(Fixtures.node()) }
-            _ = try await update(recorder, "wrr") { $0.desiredState.services.values.first?.scheduler == .weightedRoundRobin }
+            let unlabelled = try await update(recorder, "wrr") { $0.desiredState.services.values.first?.scheduler == .weightedRoundRobin }
+            #expect(unlabelled.desiredState == Fixtures.expectedCanaryServices(scheduler: .weightedRoundRobin))
         }
     }
 
@@ -196,13 +177,7 @@ struct SourceTests {
                 state.apply(canarySlice)
             }
             let programmed = try await update(recorder, "programmed") { $0.problems.isEmpty && $0.desiredState.services.first?.value.canary.count == 1 }
-            #expect(
-                programmed.desiredState
-                    == DesiredState(services: [
-                        virtualService(
-                            "default/nginx-v1:http", .tcp, "10.96.0.20:80",
-                            stable: ["10.244.1.20:80", "10.244.1.21:80", "10.244.1.22:80"], canary: ["10.244.2.20:80"], share: "10")
-                    ]))
+            #expect(programmed.desiredState == Fixtures.expectedCanaryServices())
         }
     }
 
@@ -219,13 +194,7 @@ struct SourceTests {
         try await withSource(objects, configure: { $0.endpointsAPI = .endpoints }) { server, recorder in
             let first = try await update(recorder, "first update") { _ in true }
             #expect(first.problems == [])
-            #expect(
-                first.desiredState
-                    == DesiredState(services: [
-                        virtualService(
-                            "default/nginx-v1:http", .tcp, "10.96.0.20:80",
-                            stable: ["10.244.1.20:80", "10.244.1.21:80", "10.244.1.22:80"], canary: ["10.244.2.20:80"], share: "10")
-                    ]))
+            #expect(first.desiredState == Fixtures.expectedCanaryServices())
             #expect(try await server.perform { $0.requests(to: "/apis/discovery.k8s.io/v1/endpointslices", watch: false).count } == 0)
             let nodeQuery = try await server.perform { $0.requests(to: "/api/v1/nodes", watch: false).first?.query["fieldSelector"] }
             #expect(nodeQuery == "metadata.name=node-1")
