@@ -87,6 +87,16 @@ struct PlannerScenario: CustomStringConvertible {
 
     var currentIndex: IPVSTableIndex { Planner.index(current) }
 
+    /// An in-memory kernel holding the current table, and the plan made against its dump with
+    /// the scenario's drains (the kernel is returned before the plan is applied).
+    func planAgainstKernel() throws -> (kernel: InMemoryIPVS, plan: Plan, drains: DrainTracker) {
+        let kernel = InMemoryIPVS(current)
+        var drains = self.drains
+        let plan = F.planner.plan(
+            desired: desired, current: Planner.index(try kernel.dumpTable()), drains: &drains, now: Self.now)
+        return (kernel, plan, drains)
+    }
+
     var description: String {
         "current: \(current.map { "\($0.service.key) \($0.service.scheduler) \($0.destinations.map { "\($0.address)w\($0.weight)" })" }); "
             + "desired: \(desired.entries.values.map { "\($0.service.key) \($0.service.scheduler) \($0.destinations.map { "\($0.address)w\($0.weight)" })" })"
@@ -105,11 +115,8 @@ struct PlannerPropertyTests {
     @Test("Applying a plan gives the desired table, draining destinations aside; foreign services stay as they were")
     func applyingGivesDesired() async throws {
         await propertyCheck(count: 300, input: S.generator) { scenario in
-            let kernel = InMemoryIPVS(scenario.current)
+            let (kernel, plan, drains) = try scenario.planAgainstKernel()
             let before = Planner.index(try kernel.dumpTable())
-            var drains = scenario.drains
-            let plan = F.planner.plan(
-                desired: scenario.desired, current: before, drains: &drains, now: S.now)
             let results = try kernel.apply(plan.operations)
             #expect(Self.succeeded(results), "\(zip(plan.operations, results).filter { (try? $0.1.get()) == nil })")
             let after = Planner.index(try kernel.dumpTable())
@@ -149,10 +156,8 @@ struct PlannerPropertyTests {
     @Test("Once every drain finishes, a second plan reaches exactly the desired table and a third has nothing to do")
     func convergesOnceDrained() async throws {
         await propertyCheck(count: 200, input: S.generator) { scenario in
-            let kernel = InMemoryIPVS(scenario.current)
-            var drains = scenario.drains
-            let first = F.planner.plan(
-                desired: scenario.desired, current: Planner.index(try kernel.dumpTable()), drains: &drains, now: S.now)
+            let (kernel, first, drainsAfterFirst) = try scenario.planAgainstKernel()
+            var drains = drainsAfterFirst
             _ = try kernel.apply(first.operations)
             for entry in try kernel.dumpTable() where F.ownership.owns(entry.service.key) {
                 for destination in entry.destinations {
@@ -205,10 +210,7 @@ struct PlannerPropertyTests {
     @Test("After every single operation, a desired service that had a live destination still has one")
     func alwaysALiveDestination() async throws {
         await propertyCheck(count: 300, input: S.generator) { scenario in
-            let kernel = InMemoryIPVS(scenario.current)
-            var drains = scenario.drains
-            let plan = F.planner.plan(
-                desired: scenario.desired, current: Planner.index(try kernel.dumpTable()), drains: &drains, now: S.now)
+            let (kernel, plan, _) = try scenario.planAgainstKernel()
             func liveServices() throws -> Set<ServiceKey> {
                 Set(try kernel.dumpTable().filter { $0.destinations.contains { $0.weight > 0 } }.map(\.service.key))
             }

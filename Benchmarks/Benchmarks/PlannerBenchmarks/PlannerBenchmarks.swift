@@ -110,15 +110,20 @@ func loadWorkload() -> PlannerWorkload {
 
 let metrics: [BenchmarkMetric] = [.wallClock, .mallocCountTotal, .peakMemoryResident]
 
+/// For the benchmarks over the whole table: a few long iterations.
+func wholeTableConfiguration() -> Benchmark.Configuration {
+    .init(
+        metrics: metrics, warmupIterations: 1, maxDuration: .seconds(10), maxIterations: 20,
+        setup: { _ = loadWorkload() })
+}
+
 let benchmarks: @Sendable () -> Void = {
     let size = BenchmarkSize.current
     let now = ContinuousClock.now
 
     Benchmark(
         "Desired table: realize \(size)",
-        configuration: .init(
-            metrics: metrics, warmupIterations: 1, maxDuration: .seconds(10), maxIterations: 20,
-            setup: { _ = loadWorkload() })
+        configuration: wholeTableConfiguration()
     ) { benchmark in
         guard let workload else { return }
         for _ in benchmark.scaledIterations {
@@ -128,9 +133,7 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark(
         "Full plan from an empty table: \(size)",
-        configuration: .init(
-            metrics: metrics, warmupIterations: 1, maxDuration: .seconds(10), maxIterations: 20,
-            setup: { _ = loadWorkload() })
+        configuration: wholeTableConfiguration()
     ) { benchmark in
         guard let workload else { return }
         for _ in benchmark.scaledIterations {
@@ -142,9 +145,7 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark(
         "Full plan, table already applied: \(size)",
-        configuration: .init(
-            metrics: metrics, warmupIterations: 1, maxDuration: .seconds(10), maxIterations: 20,
-            setup: { _ = loadWorkload() })
+        configuration: wholeTableConfiguration()
     ) { benchmark in
         guard let workload else { return }
         for _ in benchmark.scaledIterations {
