@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs everything the build and the VM kernel bench need on a fresh Debian 12 machine that
+# already has the Swift toolchain. Idempotent and fast when everything is already there.
+#
+#   bash Tests/vm/install-deps.sh
+#
+# Needs root (or sudo) for apt. Installs:
+#   - C libraries the package links: libnl-3, libnl-genl-3, libmnl (-dev);
+#   - the VM bench: qemu, Debian's kernel (it has IPVS as modules), busybox-static (virtme-ng's
+#     initramfs needs it), ipvsadm and the usual network tools used by the kernel tests;
+#   - virtme-ng (`vng`) from PyPI, which is not packaged for Debian 12.
+set -euo pipefail
+
+log() { printf 'install-deps: %s\n' "$*"; }
+
+APT_PACKAGES=(
+    libnl-3-dev libnl-genl-3-dev libmnl-dev pkg-config
+    qemu-system-x86 linux-image-amd64 busybox-static
+    ipvsadm iproute2 kmod iptables nftables procps
+    python3 python3-pip
+)
+VIRTME_NG_PIP_SPEC="virtme-ng"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing_apt_packages() {
+    local package
+    for package in "${APT_PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+            printf '%s\n' "$package"
+        fi
+    done
+}
+
+mapfile -t missing < <(missing_apt_packages)
+if [ "${#missing[@]}" -eq 0 ]; then
+    log "apt packages: all ${#APT_PACKAGES[@]} present"
+else
+    log "apt packages missing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+    log "apt packages installed"
+fi
+
+# The kernel the VM boots: Debian's, with its modules under /lib/modules/<version>.
+if ! compgen -G '/boot/vmlinuz-*' >/dev/null; then
+    log "ERROR: no /boot/vmlinuz-* after installing linux-image-amd64" >&2
+    exit 1
+fi
+
+# virtme-ng. Prefer the python3 first on PATH (pyenv's, where there is one); Debian's own python3
+# is "externally managed" (PEP 668), so pip needs --break-system-packages there.
+if command -v vng >/dev/null 2>&1 && vng --version >/dev/null 2>&1; then
+    log "virtme-ng: $(vng --version 2>&1 | head -n1) at $(command -v vng)"
+else
+    python=$(command -v python3)
+    pip_flags=(--quiet --disable-pip-version-check --root-user-action=ignore)
+    if "$python" -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+        pip_flags+=(--break-system-packages)
+    fi
+    log "installing virtme-ng with $python -m pip"
+    as_root "$python" -m pip install "${pip_flags[@]}" "$VIRTME_NG_PIP_SPEC" </dev/null
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+    hash -r
+    if ! command -v vng >/dev/null 2>&1; then
+        # pip may put scripts in a directory not on PATH (e.g. /usr/local/bin is, ~/.local/bin is not).
+        scripts_dir=$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+        log "ERROR: vng installed under $scripts_dir, which is not on PATH" >&2
+        exit 1
+    fi
+    log "virtme-ng: $(vng --version 2>&1 | head -n1) at $(command -v vng)"
+fi

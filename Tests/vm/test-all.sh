@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs ALL the tests: every suite on the host (`swift test`; the kernel suites skip there, naming
+# the reason), then the kernel suites inside a VM with a real IPVS kernel (run-kernel-tests.sh).
+# Exits non-zero if either fails. Install what it needs first with Tests/vm/install-deps.sh.
+#
+#   bash Tests/vm/test-all.sh
+#
+# SWIFT_SCRATCH_PATH (default .build) is used by both steps, so the VM step reuses the build.
+# CANARY_HOST_TEST_TIMEOUT (default 2700 s) bounds `swift test` on the host, build included.
+set -uo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$repo" || exit 1
+scratch=${SWIFT_SCRATCH_PATH:-.build}
+export SWIFT_SCRATCH_PATH=$scratch
+
+say() { printf '==> %s\n' "$*"; }
+
+# A hung host test must not eat the whole CI budget: bound it (build included).
+host_timeout=${CANARY_HOST_TEST_TIMEOUT:-2700}
+
+say "host: swift test --scratch-path $scratch (kernel suites skip here: this host has no IPVS)"
+host_started=$(date +%s)
+timeout --kill-after=30 "$host_timeout" swift test --scratch-path "$scratch" </dev/null
+host_status=$?
+if [ "$host_status" -eq 124 ] || [ "$host_status" -eq 137 ]; then
+    say "host tests TIMED OUT after ${host_timeout}s"
+fi
+host_seconds=$(( $(date +%s) - host_started ))
+say "host tests: exit status $host_status after ${host_seconds}s"
+
+# The VM run goes ahead even when the host failed: one run tells about both.
+vm_started=$(date +%s)
+vm_output=$(mktemp)
+trap 'rm -f "$vm_output"' EXIT
+bash "$repo/Tests/vm/run-kernel-tests.sh" 2>&1 | tee "$vm_output"
+vm_status=${PIPESTATUS[0]}
+vm_seconds=$(( $(date +%s) - vm_started ))
+
+say "host tests: exit $host_status (${host_seconds}s); VM kernel tests: exit $vm_status (${vm_seconds}s)"
+if [ "$host_status" -ne 0 ] || [ "$vm_status" -ne 0 ]; then
+    [ "$host_status" -ne 0 ] && say "FAILED: host tests"
+    [ "$vm_status" -ne 0 ] && say "FAILED: VM kernel tests"
+    grep '^vm: [0-9]* passed, ' "$vm_output" | tail -n 1
+    exit 1
+fi
+say "all tests passed"
+# Last line, plain: the VM's counts ("vm: N passed, N failed, N skipped").
+grep '^vm: [0-9]* passed, ' "$vm_output" | tail -n 1
