@@ -18,15 +18,25 @@ public struct DesiredTable: Hashable, Sendable {
     }
 
     /// Realizes every service of the desired state.
-    public init(_ state: DesiredState) {
+    ///
+    /// - Parameter current: the kernel's table, when known: each service's destinations are then
+    ///   solved in the order the kernel lists them (see `update(_:kernelOrder:)`).
+    public init(_ state: DesiredState, current: IPVSTableIndex = [:]) {
         entries = Dictionary(minimumCapacity: state.services.count)
         assignments = Dictionary(minimumCapacity: state.services.count)
-        for service in state.services.values { update(service) }
+        for service in state.services.values {
+            update(service, kernelOrder: current[service.key].map { $0.destinations.map(\.address) })
+        }
     }
 
     /// Realizes one service, replacing what the table held for its key.
-    public mutating func update(_ service: DesiredService) {
-        let realized = Self.realize(service)
+    ///
+    /// - Parameter kernelOrder: the service's destinations as the kernel lists them now (most
+    ///   recently added first), or nil for a service not in the kernel yet. The solver needs it
+    ///   where list order changes the share (sh with draining endpoints, mh's last round); new
+    ///   endpoints are taken as added by the planner in the service's order, as it does.
+    public mutating func update(_ service: DesiredService, kernelOrder: [SocketAddress]? = nil) {
+        let realized = Self.realize(service, kernelOrder: kernelOrder)
         entries[service.key] = realized.entry
         assignments[service.key] = realized.assignment
     }
@@ -40,7 +50,8 @@ public struct DesiredTable: Hashable, Sendable {
     /// The entry for a key, if that service is desired.
     public subscript(key: ServiceKey) -> ServiceEntry? { entries[key] }
 
-    /// Turns one desired service into the entry the kernel should hold.
+    /// Turns one desired service into the entry the kernel should hold, with the weights
+    /// `WeightSolver` solves for it (given the kernel's list order, when known).
     ///
     /// - Scheduler flags: `sh` always carries sh-fallback, so that a client whose bucket belongs
     ///   to a weight-0 (draining) destination moves to a live one instead of being refused.
@@ -52,8 +63,10 @@ public struct DesiredTable: Hashable, Sendable {
     /// - Destinations: stable endpoints first, then canary ones, each address once (the first
     ///   occurrence wins), with the solver's weight (an address it gave no weight, or a negative
     ///   one, gets 0: no new connections) and the service's forwarding method.
-    public static func realize(_ service: DesiredService) -> (entry: ServiceEntry, assignment: WeightAssignment) {
-        let assignment = WeightSolver.solve(service)
+    public static func realize(_ service: DesiredService, kernelOrder: [SocketAddress]? = nil)
+        -> (entry: ServiceEntry, assignment: WeightAssignment)
+    {
+        let assignment = WeightSolver.solve(service, kernelOrder: kernelOrder)
         var flags: ServiceFlags = []
         if service.scheduler == .sourceHashing || service.scheduler == .maglevHashing {
             flags.insert(.shFallback)

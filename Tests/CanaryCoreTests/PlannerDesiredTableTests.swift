@@ -76,6 +76,20 @@ struct PlannerDesiredTableTests {
         #expect(entry.destinations.map(\.address) == stable.map(\.address) + [F.backend(200)])
     }
 
+    @Test("Given the kernel's table, each service is solved in the kernel's list order")
+    func kernelOrder() {
+        let service = Self.service(scheduler: .sourceHashing)
+        let listed = [F.backend(4), F.backend(2), F.backend(9), F.backend(1)]
+        let current = F.table(F.entry(service.key, listed.map { Destination(address: $0, weight: 1) }))
+        let table = DesiredTable(DesiredState(services: [service]), current: current)
+        #expect(table.assignments[service.key] == WeightSolver.solve(service, kernelOrder: listed))
+        #expect(DesiredTable(DesiredState(services: [service])).assignments[service.key] == WeightSolver.solve(service))
+
+        var updated = DesiredTable()
+        updated.update(service, kernelOrder: listed)
+        #expect(updated == table)
+    }
+
     @Test("The table realizes every service, updates one and removes one")
     func table() {
         let first = Self.service(scheduler: .sourceHashing, key: F.key(host: 1))
