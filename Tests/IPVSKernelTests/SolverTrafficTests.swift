@@ -147,6 +147,30 @@ struct SolverTrafficTests {
         }
     }
 
+    /// A destination set to weight 0 keeps its table entries from its last weight
+    /// (`__ip_vs_update_dest` keeps `last_weight`); with mh-fallback its clients rehash to the
+    /// others, exactly as the model's fallback walk says.
+    @Test func mhDrainingDestinationKeepsItsEntries() throws {
+        let service = Self.service(.maglevHashing, virtualIndex: 90, stable: 3, canary: 1, basisPoints: 2500)
+        let entry = try Self.entry(service)
+        var drained = entry.destinations[0]
+        let lastWeight = Int(drained.weight)
+        drained.weight = 0
+        let run = try Self.run(
+            service, entry: entry, then: [.editDestination(entry.service.key, drained)], connections: 512, clientBlock: 90)
+        Self.report("mh 3+1 at 25%, one stable drained", run, effective: 0.25)
+        let model = MaglevHashingModel(
+            destinations: run.listOrder.map { destination in
+                MaglevHashingModel.Destination(
+                    address: destination.address, weight: Int(destination.weight),
+                    lastWeight: destination.address == drained.address ? lastWeight : Int(destination.weight))
+            })
+        #expect(model.heldEntries[run.listOrder.firstIndex { $0.address == drained.address } ?? 0] > 0)
+        let predicted = run.clients.map { client in model.destination(of: client, fallback: true).map { run.listOrder[$0].address } }
+        #expect(Self.mismatches(run, predicted) == [])
+        #expect(!run.destinationOfClient.contains(drained.address))
+    }
+
     // MARK: Harness
 
     /// What one run saw.
@@ -184,11 +208,14 @@ struct SolverTrafficTests {
 
     /// Programs the entry on an empty table, connects from `connections` clients of
     /// 198.18.0.0/15 starting at block `clientBlock` (256 addresses a block), and collects.
-    static func run(_ service: DesiredService, entry: ServiceEntry, connections: Int, clientBlock: Int) throws -> Run {
+    static func run(
+        _ service: DesiredService, entry: ServiceEntry, then changes: [IPVSOperation] = [], connections: Int, clientBlock: Int
+    ) throws -> Run {
         try TrafficNetwork.prepare()
         return try KernelTable.exclusive { ipvs in
             let operations =
                 [IPVSOperation.addService(entry.service)] + entry.destinations.map { .addDestination(entry.service.key, $0) }
+                + changes
             for (operation, result) in zip(operations, try ipvs.apply(operations)) {
                 guard case .success = result else {
                     Issue.record("\(operation): \(result)")
