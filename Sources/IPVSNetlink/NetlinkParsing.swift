@@ -101,8 +101,9 @@ struct NetlinkAttributes {
             values[type] = Array(bytes[(offset + 4)..<(offset + length)])
             offset += align4(length)
         }
-        guard offset >= bytes.endIndex || bytes.endIndex - offset < 4 else {
-            throw .malformedMessage("trailing bytes after attributes")
+        // Only the last attribute's padding may be missing; 1 to 3 stray bytes are not an attribute.
+        guard offset >= bytes.endIndex else {
+            throw .malformedMessage("\(bytes.endIndex - offset) trailing bytes after attributes")
         }
     }
 
