@@ -19,6 +19,9 @@ endpoints="${CANARY_BENCH_ENDPOINTS:-25}"
 results="${CANARY_BENCH_RESULTS:-results}"
 mkdir -p "$results"
 
+# The machine is shared: say how busy it was, the tails (p99, p100) depend on it.
+load_before="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
+
 # One run, stored as a baseline, then read back in both formats.
 swift package --allow-writing-to-package-directory benchmark baseline update planner \
     --no-progress --quiet "$@"
@@ -28,6 +31,8 @@ swift package --allow-writing-to-package-directory benchmark baseline update pla
     echo
     echo "Size: ${services} services × ${endpoints} endpoints. Machine: $(nproc) cores, $(uname -sr)."
     echo "Made by \`Benchmarks/run.sh\` on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+    echo "Load average before the run: ${load_before}; after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)."
+    echo "Allocation counts are exact; times are wall clock on a shared machine, so their tails vary from run to run."
     echo
     # The table only: the tool's own notes before it (interposer warnings) are not results.
     swift package benchmark baseline read planner --format markdown --no-progress | sed -n '/^## Baseline/,$p'

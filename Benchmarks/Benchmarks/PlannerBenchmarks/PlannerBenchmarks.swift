@@ -189,9 +189,12 @@ let benchmarks: @Sendable () -> Void = {
             // Swap the endpoint back and forth: each change adds (or restores) one destination
             // and drains another.
             incrementalFlip.toggle()
-            incrementalDesired.update(incrementalFlip ? workload.changedServiceVariant : workload.changedService)
+            let key = workload.changedService.key
+            incrementalDesired.update(
+                incrementalFlip ? workload.changedServiceVariant : workload.changedService,
+                kernelOrder: incrementalCurrent[key]?.destinations.map(\.address))
             let plan = workload.planner.plan(
-                changed: CollectionOfOne(workload.changedService.key), desired: incrementalDesired,
+                changed: CollectionOfOne(key), desired: incrementalDesired,
                 current: incrementalCurrent, drains: &incrementalDrains, now: now)
             Planner.record(
                 plan.operations, results: Array(repeating: .success(()), count: plan.operations.count),
