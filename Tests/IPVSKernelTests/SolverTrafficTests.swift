@@ -2,7 +2,6 @@ import CanaryCore
 import Foundation
 import IPVS
 import IPVSNetlink
-import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -211,8 +210,9 @@ struct SolverTrafficTests {
     static func run(
         _ service: DesiredService, entry: ServiceEntry, then changes: [IPVSOperation] = [], connections: Int, clientBlock: Int
     ) throws -> Run {
-        try TrafficNetwork.prepare()
         return try KernelTable.exclusive { ipvs in
+            try TrafficNetwork.prepare()
+            defer { TrafficNetwork.tearDown() }
             let operations =
                 [IPVSOperation.addService(entry.service)] + entry.destinations.map { .addDestination(entry.service.key, $0) }
                 + changes
@@ -230,10 +230,15 @@ struct SolverTrafficTests {
             for client in clients { try TrafficNetwork.connect(from: client, to: virtualAddress) }
 
             let listed = try waitForCounts(ipvs, entry.service.key, total: connections)
-            let connectionTable = try TrafficNetwork.connectionTable()
-            let destinationOfClient = clients.map { client in
-                connectionTable.first { $0.client == client && $0.virtual == virtualAddress }?.destination
+            // /proc/net/ip_vs_conn is walked by position: entries of earlier tests expiring between
+            // two reads shift it and skip some lines, so read again until every client is found.
+            var destinationByClient: [IPAddress: SocketAddress] = [:]
+            for _ in 0..<8 where destinationByClient.count < clients.count {
+                for connection in try TrafficNetwork.connectionTable() where connection.virtual == virtualAddress {
+                    destinationByClient[connection.client] = connection.destination
+                }
             }
+            let destinationOfClient = clients.map { destinationByClient[$0] }
             let addOrder = entry.destinations.map(\.address)
             let counts = addOrder.map { address in
                 Int(listed.first { $0.address == address }?.stats?.traffic.connections ?? 0)
@@ -297,23 +302,25 @@ enum TrafficError: Error {
     case socket(call: String, errno: Int32)
 }
 
-/// The VM's network for the traffic tests, set up once: clients on an AnyIP route, real servers
-/// and virtual addresses routed into a dummy interface.
+/// The network for the traffic tests, set up for each run and removed after it: clients on an
+/// AnyIP route, real servers and virtual addresses routed into a dummy interface.
 enum TrafficNetwork {
     static let interface = "canary-solver"
-    private static let setUp = Mutex<Bool>(false)
+    static let clientRange = "198.18.0.0/15"
 
     static func prepare() throws {
-        try setUp.withLock { done in
-            guard !done else { return }
-            _ = try? ip(["link", "del", interface])
-            try ip(["link", "add", interface, "type", "dummy"])
-            try ip(["link", "set", interface, "up"])
-            try ip(["route", "replace", "local", "198.18.0.0/15", "dev", "lo"])
-            try ip(["route", "replace", "10.250.0.0/16", "dev", interface])
-            try ip(["route", "replace", "10.96.77.0/24", "dev", interface])
-            done = true
-        }
+        tearDown()
+        try ip(["link", "add", interface, "type", "dummy"])
+        try ip(["link", "set", interface, "up"])
+        try ip(["route", "replace", "local", clientRange, "dev", "lo"])
+        try ip(["route", "replace", "10.250.0.0/16", "dev", interface])
+        try ip(["route", "replace", "10.96.77.0/24", "dev", interface])
+    }
+
+    /// Removes what `prepare` added (the interface takes its routes with it).
+    static func tearDown() {
+        _ = try? ip(["link", "del", interface])
+        _ = try? ip(["route", "del", "local", clientRange, "dev", "lo"])
     }
 
     @discardableResult
@@ -382,7 +389,7 @@ enum TrafficNetwork {
         guard descriptor >= 0 else { throw TrafficError.socket(call: "open \(path)", errno: errno) }
         defer { close(descriptor) }
         var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
+        var buffer = [UInt8](repeating: 0, count: 4 << 20)
         while true {
             let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
             guard count >= 0 else { throw TrafficError.socket(call: "read \(path)", errno: errno) }
