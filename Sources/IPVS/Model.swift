@@ -81,11 +81,12 @@ public struct ServiceFlags: OptionSet, Hashable, Sendable, CustomStringConvertib
     public static let hashed = ServiceFlags(rawValue: 0x2)
     /// One-packet scheduling (UDP): every datagram scheduled on its own.
     public static let onePacket = ServiceFlags(rawValue: 0x4)
-    /// sh: a client whose bucket has a weight-0 or overloaded destination moves to a live one.
+    /// sh and mh: a client whose bucket has a weight-0 or overloaded destination moves to a live one.
     public static let shFallback = ServiceFlags(rawValue: 0x8)
-    /// sh: hash the source port as well as the address.
+    /// sh and mh: hash the source port as well as the address.
     public static let shPort = ServiceFlags(rawValue: 0x10)
-    /// Scheduler flag 3 (mh-fallback for mh, like sh-fallback).
+    /// Scheduler flag 3 (IP_VS_SVC_F_SCHED3); no scheduler of Linux 6.1 reads it.
+    /// (mh reads SCHED1 as mh-fallback and SCHED2 as mh-port, the same bits as sh.)
     public static let schedulerFlag3 = ServiceFlags(rawValue: 0x20)
 
     /// The flags a user sets; `hashed` is the kernel's own.
