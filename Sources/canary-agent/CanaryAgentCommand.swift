@@ -8,7 +8,7 @@ struct CanaryAgentCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "canary-agent",
         abstract: "Splits each Service's new connections between stable and canary endpoints with the kernel's IPVS.",
-        subcommands: [ListCommand.self, InfoCommand.self]
+        subcommands: [ListCommand.self, PlanCommand.self, ExplainCommand.self, InfoCommand.self]
     )
 }
 
@@ -22,12 +22,12 @@ struct OutputOptions: ParsableArguments {
     var output: Format = .table
 }
 
-/// Fails with one clear line and a non-zero exit.
+/// Fails with one clear line (no usage text) and exit status 1.
 struct CommandError: Error, CustomStringConvertible {
     var description: String
-    init(_ error: some Error) { description = "\(error)" }
+    init(_ message: String) { description = message }
 }
 
 func openKernel() throws -> NetlinkIPVS {
-    do { return try NetlinkIPVS() } catch { throw ValidationError("\(error)") }
+    do { return try NetlinkIPVS() } catch { throw CommandError("\(error)") }
 }

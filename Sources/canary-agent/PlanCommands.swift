@@ -1,0 +1,145 @@
+import ArgumentParser
+import CanaryCore
+import Foundation
+import IPVS
+import StaticConfig
+
+/// Where the desired state comes from, for the commands that read it.
+struct SourceOptions: ParsableArguments {
+    @Option(name: .long, help: "The static configuration file (YAML).")
+    var config: String
+
+    func load() throws -> StaticConfiguration {
+        let text: String
+        do {
+            text = try String(contentsOfFile: config, encoding: .utf8)
+        } catch {
+            throw CommandError("\(config): cannot be read: \(error.localizedDescription)")
+        }
+        do {
+            return try StaticConfiguration(yaml: text, file: config)
+        } catch {
+            throw CommandError(error.description)
+        }
+    }
+}
+
+/// `canary-agent explain SERVICE`: how the weights of one service were chosen for its scheduler.
+struct ExplainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "explain", abstract: "Show how a service's weights were chosen for its scheduler.")
+
+    @Argument(help: "The service's name in the configuration.")
+    var service: String
+
+    @OptionGroup var source: SourceOptions
+    @OptionGroup var options: OutputOptions
+
+    func run() throws {
+        let configuration = try source.load()
+        guard let desired = configuration.services.first(where: { $0.name == service }) else {
+            throw CommandError(
+                "no service '\(service)' in \(source.config) (services: \(configuration.services.map(\.name).joined(separator: ", ")))")
+        }
+        let realized = DesiredTable.realize(desired)
+        let explanation = Explanation(desired, entry: realized.entry, assignment: realized.assignment)
+        switch options.output {
+        case .json: print(try explanation.json())
+        case .table: print(explanation.text, terminator: "")
+        }
+    }
+}
+
+/// `canary-agent plan`: what a sync would change in the kernel now, without changing it.
+struct PlanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan", abstract: "Show what a sync would change in the kernel now, without changing it.")
+
+    @OptionGroup var source: SourceOptions
+    @OptionGroup var options: OutputOptions
+
+    func run() throws {
+        let configuration = try source.load()
+        let current = Planner.index(try openKernel().dumpTable())
+        let desired = DesiredTable(configuration.desiredState, current: current)
+        // The file's services are the agent's; nothing else in the kernel is touched.
+        let planner = Planner(ownership: Ownership(services: Set(desired.entries.keys)), drainTimeout: .seconds(300))
+        var drains = DrainTracker()
+        let plan = planner.plan(desired: desired, current: current, drains: &drains, now: .now)
+        switch options.output {
+        case .json:
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let rows = plan.operations.map { ["kind": $0.kind, "service": "\($0.serviceKey)", "operation": "\($0)"] }
+            print(String(decoding: try encoder.encode(rows), as: UTF8.self))
+        case .table:
+            if plan.operations.isEmpty { print("nothing to change: the kernel holds the desired table") }
+            for operation in plan.operations { print(operation) }
+            for key in plan.unownedDesiredServices { print("not owned, left alone: \(key)") }
+        }
+    }
+}
+
+/// What `explain` says of one service.
+struct Explanation: Encodable {
+    struct Row: Encodable {
+        var address: String
+        var group: String
+        var state: String
+        var weight: Int32
+    }
+
+    var service: String
+    var key: String
+    var scheduler: String
+    var flags: String
+    var targetCanaryShare: String
+    var effectiveCanaryShare: String
+    var cycleLength: Int?
+    var explanation: String?
+    var warnings: [String]
+    var destinations: [Row]
+
+    init(_ desired: DesiredService, entry: ServiceEntry, assignment: WeightAssignment) {
+        service = desired.name
+        key = "\(desired.key)"
+        scheduler = desired.scheduler.rawValue
+        flags = entry.service.flags.description
+        targetCanaryShare = "\(desired.canaryShare)"
+        effectiveCanaryShare = Explanation.percent(assignment.effectiveCanaryShare)
+        cycleLength = assignment.cycleLength
+        explanation = assignment.explanation
+        warnings = assignment.warnings
+        let canary = Set(desired.canary.map(\.address))
+        let states = Dictionary((desired.stable + desired.canary).map { ($0.address, $0.state) }, uniquingKeysWith: { first, _ in first })
+        destinations = entry.destinations.map { destination in
+            Row(
+                address: "\(destination.address)", group: canary.contains(destination.address) ? "canary" : "stable",
+                state: states[destination.address] == .draining ? "draining" : "live", weight: destination.weight)
+        }
+    }
+
+    static func percent(_ fraction: Double) -> String {
+        let hundredths = (fraction * 10_000).rounded()
+        return "\(Int(hundredths) / 100).\(String(format: "%02d", Int(hundredths) % 100))%"
+    }
+
+    var text: String {
+        var lines = [
+            "service \(service): \(key), scheduler \(scheduler)" + (flags.isEmpty ? "" : " (\(flags))"),
+            "canary share: target \(targetCanaryShare), effective \(effectiveCanaryShare)"
+                + (cycleLength.map { ", wrr cycle \($0) connections" } ?? ""),
+        ]
+        if let explanation { lines.append("why: \(explanation)") }
+        lines += warnings.map { "warning: \($0)" }
+        lines.append("destinations:")
+        lines += destinations.map { "  \($0.group.padding(toLength: 7, withPad: " ", startingAt: 0)) \($0.address) weight \($0.weight)\($0.state == "live" ? "" : " (\($0.state))")" }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+}
