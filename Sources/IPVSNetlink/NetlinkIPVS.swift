@@ -74,13 +74,9 @@ public final class NetlinkIPVS: IPVSKernel {
 
     /// The TCP, TCP FIN and UDP connection timeouts.
     public func timeouts() throws(IPVSError) -> IPVSTimeouts {
-        let replies = try connection.withLock { socket throws(IPVSError) in
-            try socket.transact(
-                family: family, command: IPVSCommand.getConfig.rawValue, dump: false,
-                error: { .kernel(errno: $0.errorCode, operation: "get timeouts", subject: $0.message ?? "") })
+        guard let attributes = try request(.getConfig, "get timeouts") else {
+            throw .malformedMessage("no reply to get timeouts")
         }
-        guard let reply = replies.first else { throw .malformedMessage("no reply to get timeouts") }
-        let attributes = try NetlinkAttributes(Self.attributes(of: reply))
         return IPVSTimeouts(
             tcp: try attributes.requiredUInt32(CommandAttribute.timeoutTCP, "TCP timeout"),
             tcpFin: try attributes.requiredUInt32(CommandAttribute.timeoutTCPFin, "TCP FIN timeout"),
@@ -89,27 +85,16 @@ public final class NetlinkIPVS: IPVSKernel {
 
     /// Sets the timeouts; a value of 0 leaves that timeout as it is.
     public func setTimeouts(_ timeouts: IPVSTimeouts) throws(IPVSError) {
-        _ = try connection.withLock { socket throws(IPVSError) in
-            try socket.transact(
-                family: family, command: IPVSCommand.setConfig.rawValue, dump: false,
-                error: { Self.error($0, operation: "set timeouts", subject: "") }
-            ) { writer in
-                if timeouts.tcp != 0 { writer.put(CommandAttribute.timeoutTCP, uint32: timeouts.tcp) }
-                if timeouts.tcpFin != 0 { writer.put(CommandAttribute.timeoutTCPFin, uint32: timeouts.tcpFin) }
-                if timeouts.udp != 0 { writer.put(CommandAttribute.timeoutUDP, uint32: timeouts.udp) }
-            }
+        _ = try request(.setConfig, "set timeouts") { writer in
+            if timeouts.tcp != 0 { writer.put(CommandAttribute.timeoutTCP, uint32: timeouts.tcp) }
+            if timeouts.tcpFin != 0 { writer.put(CommandAttribute.timeoutTCPFin, uint32: timeouts.tcpFin) }
+            if timeouts.udp != 0 { writer.put(CommandAttribute.timeoutUDP, uint32: timeouts.udp) }
         }
     }
 
     /// The IPVS version and connection table size.
     public func info() throws(IPVSError) -> IPVSInfo {
-        let replies = try connection.withLock { socket throws(IPVSError) in
-            try socket.transact(
-                family: family, command: IPVSCommand.getInfo.rawValue, dump: false,
-                error: { .kernel(errno: $0.errorCode, operation: "get info", subject: $0.message ?? "") })
-        }
-        guard let reply = replies.first else { throw .malformedMessage("no reply to get info") }
-        let attributes = try NetlinkAttributes(Self.attributes(of: reply))
+        guard let attributes = try request(.getInfo, "get info") else { throw .malformedMessage("no reply to get info") }
         return IPVSInfo(
             versionCode: try attributes.requiredUInt32(InfoAttribute.version, "IPVS version"),
             connectionTableSize: try attributes.requiredUInt32(InfoAttribute.connectionTableSize, "table size"))
@@ -119,20 +104,12 @@ public final class NetlinkIPVS: IPVSKernel {
 
     /// Removes every service and destination, including those the agent does not own.
     public func flush() throws(IPVSError) {
-        _ = try connection.withLock { socket throws(IPVSError) in
-            try socket.transact(
-                family: family, command: IPVSCommand.flush.rawValue, dump: false,
-                error: { Self.error($0, operation: "flush", subject: "") })
-        }
+        _ = try request(.flush, "flush")
     }
 
     /// Zeroes the counters of every service.
     public func zeroCounters() throws(IPVSError) {
-        _ = try connection.withLock { socket throws(IPVSError) in
-            try socket.transact(
-                family: family, command: IPVSCommand.zero.rawValue, dump: false,
-                error: { Self.error($0, operation: "zero counters", subject: "") })
-        }
+        _ = try request(.zero, "zero counters")
     }
 
     /// Applies one operation.
@@ -180,6 +157,19 @@ public final class NetlinkIPVS: IPVSKernel {
     }
 
     // MARK: Internals
+
+    /// Sends one request that is not about a service; returns the attributes of its reply, if any.
+    private func request(
+        _ command: IPVSCommand, _ operation: String, _ body: @Sendable (NetlinkMessageWriter) -> Void = { _ in }
+    ) throws(IPVSError) -> NetlinkAttributes? {
+        let replies = try connection.withLock { socket throws(IPVSError) in
+            try socket.transact(
+                family: family, command: command.rawValue, dump: false,
+                error: { Self.error($0, operation: operation, subject: "") }, body)
+        }
+        guard let reply = replies.first else { return nil }
+        return try NetlinkAttributes(Self.attributes(of: reply))
+    }
 
     private func destinations(of key: ServiceKey, on socket: GenericNetlinkSocket) throws(IPVSError) -> [Destination] {
         try socket.transact(
