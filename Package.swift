@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // C libraries, found with pkg-config; installed from Debian's -dev packages.
@@ -51,7 +52,12 @@ let package = Package(
             ]
         ),
         // Services, EndpointSlices and the Node → the desired state (the annotation scheme).
-        .target(name: "KubernetesSource", dependencies: ["KubernetesClient", "CanaryCore", "IPVS"]),
+        .target(
+            name: "KubernetesSource",
+            dependencies: [
+                "KubernetesClient", "CanaryCore", "IPVS", .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
 
         // The static YAML configuration of a host outside Kubernetes → the desired state.
         .target(
@@ -82,6 +88,7 @@ let package = Package(
             name: "KubernetesTests",
             dependencies: [
                 "KubernetesClient", "KubernetesSource", "CanaryCore", "IPVS",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

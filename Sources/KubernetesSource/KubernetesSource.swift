@@ -3,6 +3,7 @@ import Foundation
 import IPVS
 import KubernetesClient
 import Logging
+import Metrics
 
 /// Watches the cluster and turns it into desired states: three informers (Services, their endpoints,
 /// the agent's Node), the ``Translator`` after every change, and a Kubernetes Event on the object for
@@ -34,6 +35,8 @@ public actor KubernetesSource {
         public var recordEvents = true
         /// The Events' source component.
         public var component = "canary-agent"
+        /// Where `canary_agent_source_problems_total` is counted; nil is the bootstrapped `MetricsSystem`.
+        public var metricsFactory: (any MetricsFactory)?
 
         public init(nodeName: String? = nil, defaultScheduler: Scheduler = .weightedRoundRobin) {
             self.nodeName = nodeName
@@ -48,6 +51,14 @@ public actor KubernetesSource {
         public var problems: [SourceProblem]
         /// The problems that were not in the previous update (each logged and recorded as an Event once).
         public var newProblems: [SourceProblem]
+    }
+
+    /// Counts each new problem once, by kind of object and reason (`InvalidCanaryWeight`, …).
+    static func problemCounter(_ problem: SourceProblem, factory: (any MetricsFactory)?) -> Counter {
+        Counter(
+            label: "canary_agent_source_problems_total",
+            dimensions: [("kind", problem.kind.rawValue), ("reason", problem.reason)],
+            factory: factory ?? MetricsSystem.factory)
     }
 
     public let client: KubernetesClient
@@ -119,6 +130,7 @@ public actor KubernetesSource {
                     guard let update = await self.translate() else { continue }
                     for problem in update.newProblems {
                         logger.warning("\(problem) (keeping its last programmed state)")
+                        Self.problemCounter(problem, factory: self.configuration.metricsFactory).increment()
                         if let event = await self.event(for: problem) { eventContinuation.yield(event) }
                     }
                     await onUpdate(update)

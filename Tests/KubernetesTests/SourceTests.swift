@@ -2,6 +2,7 @@ import CanaryCore
 import Foundation
 import IPVS
 import KubernetesClient
+import MetricsTestKit
 import Testing
 
 @testable import KubernetesSource
@@ -35,6 +36,20 @@ struct SourceTests {
             try await whileRunning({ await source.run { await recorder.append($0) } }) {
                 try await body(recorder)
             }
+        }
+    }
+
+    @Test("each new problem is counted once, by kind and reason")
+    func problemsAreCounted() async throws {
+        let metrics = TestMetrics()
+        try await withSource(Fixtures.seedCanaryServices(weight: "150") + [Fixtures.node()], configure: { $0.metricsFactory = metrics }) {
+            _, recorder in
+            let first = try await update(recorder, "first update") { _ in true }
+            #expect(first.newProblems.map(\.reason) == ["InvalidCanaryWeight"])
+            let counters = metrics.counters(label: "canary_agent_source_problems_total")
+            #expect(counters.count == 1)
+            #expect(counters.first?.totalValue == 1)
+            #expect(counters.first?.dimensions.contains { $0 == ("reason", "InvalidCanaryWeight") } == true)
         }
     }
 
