@@ -19,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C libraries, found with pkg-config; installed from Debian's -dev packages.
@@ -65,22 +67,59 @@ let package = Package(
             dependencies: ["CanaryCore", "IPVS", .product(name: "Yams", package: "Yams")]
         ),
 
+        // The node's own plumbing: the dummy interface and its addresses (rtnetlink over libmnl),
+        // the sysctls IPVS needs, the masquerade rules (iptables-restore).
+        .target(
+            name: "NodeNetwork",
+            dependencies: ["IPVS", "CLibmnl", .product(name: "Logging", package: "swift-log")]
+        ),
+
+        // The daemon: sources → reconciler → kernel, node plumbing, metrics and health endpoints.
+        .target(
+            name: "CanaryAgent",
+            dependencies: [
+                "IPVS", "IPVSNetlink", "CanaryCore", "KubernetesClient", "KubernetesSource", "StaticConfig",
+                "NodeNetwork",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+
         .executableTarget(
             name: "canary-agent",
             dependencies: [
                 "IPVS", "IPVSNetlink", "CanaryCore", "KubernetesClient", "KubernetesSource", "StaticConfig",
+                "NodeNetwork", "CanaryAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
+
+        // An IPVS table in memory with the kernel's semantics: for unit tests only.
+        .target(name: "IPVSTestSupport", dependencies: ["IPVS"], path: "Tests/Support/IPVSTestSupport"),
 
         .testTarget(name: "IPVSTests", dependencies: ["IPVS", "IPVSNetlink"]),
         .testTarget(name: "IPVSKernelTests", dependencies: ["IPVS", "IPVSNetlink", "CanaryCore"]),
         .testTarget(
             name: "CanaryCoreTests",
             dependencies: [
-                "CanaryCore", "IPVS",
+                "CanaryCore", "IPVS", "IPVSTestSupport",
                 .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
+        ),
+        .testTarget(name: "NodeNetworkTests", dependencies: ["NodeNetwork", "IPVS"]),
+        .testTarget(
+            name: "CanaryAgentTests",
+            dependencies: [
+                "CanaryAgent", "CanaryCore", "IPVS", "IPVSTestSupport", "NodeNetwork", "StaticConfig",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(name: "StaticConfigTests", dependencies: ["StaticConfig", "CanaryCore", "IPVS"]),

@@ -60,4 +60,13 @@ public protocol IPVSKernel: Sendable {
     func dumpTable() throws(IPVSError) -> [ServiceEntry]
     /// Applies the operations in order; one result per operation, one failure does not stop the rest.
     func apply(_ operations: [IPVSOperation]) throws(IPVSError) -> [Result<Void, IPVSError>]
+    /// One service with its destinations and stats, or nil when the kernel has no such service.
+    func service(_ key: ServiceKey) throws(IPVSError) -> ServiceEntry?
+}
+
+extension IPVSKernel {
+    /// Reads the whole table and picks one service: correct, but a real kernel answers for one.
+    public func service(_ key: ServiceKey) throws(IPVSError) -> ServiceEntry? {
+        try dumpTable().first { $0.service.key == key }
+    }
 }

@@ -51,6 +51,8 @@ public actor KubernetesSource {
         public var problems: [SourceProblem]
         /// The problems that were not in the previous update (each logged and recorded as an Event once).
         public var newProblems: [SourceProblem]
+        /// When the first watch event folded into this update arrived: where event-to-kernel latency starts.
+        public var changedAt: ContinuousClock.Instant = .now
     }
 
     /// Counts each new problem once, by kind of object and reason (`InvalidCanaryWeight`, …).
@@ -70,6 +72,8 @@ public actor KubernetesSource {
     private var endpoints: [ObjectKey: Endpoints]?
     private var nodes: [ObjectKey: Node]?
     private var lastUpdate: Update?
+    /// When the first change not yet translated arrived.
+    private var firstChangeAt: ContinuousClock.Instant?
     private var changed: AsyncStream<Void>.Continuation?
 
     public init(client: KubernetesClient, configuration: Configuration, logger: Logger = Logger(label: "kubernetes-source")) {
@@ -161,21 +165,25 @@ public actor KubernetesSource {
 
     private func received(services: [ObjectKey: Service]) {
         self.services = services
+        firstChangeAt = firstChangeAt ?? .now
         changed?.yield()
     }
 
     private func received(slices: [ObjectKey: EndpointSlice]) {
         self.slices = slices
+        firstChangeAt = firstChangeAt ?? .now
         changed?.yield()
     }
 
     private func received(endpoints: [ObjectKey: Endpoints]) {
         self.endpoints = endpoints
+        firstChangeAt = firstChangeAt ?? .now
         changed?.yield()
     }
 
     private func received(nodes: [ObjectKey: Node]) {
         self.nodes = nodes
+        firstChangeAt = firstChangeAt ?? .now
         changed?.yield()
     }
 
@@ -196,6 +204,8 @@ public actor KubernetesSource {
             guard let nodes else { return nil }
             node = nodes[ObjectKey(namespace: nil, name: nodeName)]
         }
+        let changedAt = firstChangeAt ?? .now
+        firstChangeAt = nil
         let translation = Translator.translate(
             TranslationInput(
                 services: Array(services.values), endpoints: endpointObjects, node: node,
@@ -207,7 +217,7 @@ public actor KubernetesSource {
         let known = Set(lastUpdate?.problems ?? [])
         let update = Update(
             desiredState: translation.desiredState, problems: translation.problems,
-            newProblems: translation.problems.filter { !known.contains($0) })
+            newProblems: translation.problems.filter { !known.contains($0) }, changedAt: changedAt)
         lastUpdate = update
         return update
     }

@@ -16,17 +16,20 @@ import IPVS
 /// - one failed operation does not stop the ones after it.
 /// Destinations keep their connection counters across edits; tests set them with
 /// `setConnections`.
-final class InMemoryIPVS: IPVSKernel, @unchecked Sendable {
+public final class InMemoryIPVS: IPVSKernel, @unchecked Sendable {
     /// The schedulers of a stock kernel.
-    static let knownSchedulers: Set<Scheduler> = [
+    public static let knownSchedulers: Set<Scheduler> = [
         "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
     ]
 
     private let lock = NSLock()
     private var services: [ServiceKey: ServiceEntry] = [:]
     private var appliedOperations: [IPVSOperation] = []
+    private var failingServices: [ServiceKey: IPVSError] = [:]
+    private var dumpFailure: IPVSError?
+    private var dumpCount = 0
 
-    init(_ entries: [ServiceEntry] = []) {
+    public init(_ entries: [ServiceEntry] = []) {
         for entry in entries {
             var entry = entry
             entry.service.flags.insert(.hashed)
@@ -35,15 +38,44 @@ final class InMemoryIPVS: IPVSKernel, @unchecked Sendable {
     }
 
     /// Every operation that succeeded, in order.
-    var log: [IPVSOperation] { lock.withLock { appliedOperations } }
+    public var log: [IPVSOperation] { lock.withLock { appliedOperations } }
 
-    func dumpTable() throws(IPVSError) -> [ServiceEntry] {
-        lock.withLock { services.values.sorted { $0.service.key < $1.service.key } }
+    /// How many whole-table dumps were asked for.
+    public var dumps: Int { lock.withLock { dumpCount } }
+
+    public func dumpTable() throws(IPVSError) -> [ServiceEntry] {
+        let result: Result<[ServiceEntry], IPVSError> = lock.withLock {
+            dumpCount += 1
+            if let dumpFailure { return .failure(dumpFailure) }
+            return .success(services.values.sorted { $0.service.key < $1.service.key })
+        }
+        return try result.get()
     }
 
-    func apply(_ operations: [IPVSOperation]) throws(IPVSError) -> [Result<Void, IPVSError>] {
+    public func service(_ key: ServiceKey) throws(IPVSError) -> ServiceEntry? {
+        lock.withLock { services[key] }
+    }
+
+    /// Changes the table behind the agent's back, as a person with ipvsadm would.
+    public func tamper(_ change: (inout [ServiceKey: ServiceEntry]) -> Void) {
+        lock.withLock { change(&services) }
+    }
+
+    /// Every later operation on this service fails with `error` (nil: they work again), as when the
+    /// kernel refuses it.
+    public func failOperations(on key: ServiceKey, with error: IPVSError?) {
+        lock.withLock { failingServices[key] = error }
+    }
+
+    /// Every later dump fails with `error` (nil: they work again).
+    public func failDumps(with error: IPVSError?) {
+        lock.withLock { dumpFailure = error }
+    }
+
+    public func apply(_ operations: [IPVSOperation]) throws(IPVSError) -> [Result<Void, IPVSError>] {
         lock.withLock {
             operations.map { operation in
+                if let failure = failingServices[operation.serviceKey] { return .failure(failure) }
                 let result = Self.apply(operation, to: &services)
                 if case .success = result { appliedOperations.append(operation) }
                 return result
@@ -52,7 +84,7 @@ final class InMemoryIPVS: IPVSKernel, @unchecked Sendable {
     }
 
     /// Sets a destination's connection counters, as traffic would.
-    func setConnections(active: UInt32, inactive: UInt32, of address: SocketAddress, in key: ServiceKey) {
+    public func setConnections(active: UInt32, inactive: UInt32, of address: SocketAddress, in key: ServiceKey) {
         lock.withLock {
             guard let position = services[key]?.destinations.firstIndex(where: { $0.address == address }) else {
                 return

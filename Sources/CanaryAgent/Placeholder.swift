@@ -1,0 +1,1 @@
+// The daemon: sources → reconciler → kernel (being written).
