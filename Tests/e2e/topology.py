@@ -105,16 +105,28 @@ def client_addresses(count: int) -> list[str]:
 
 
 class Topology:
-    def __init__(self, v1: int = 10, v2: int = 3, clients: int = 600, work_dir: str | None = None):
+    """``v1``/``v2`` backends at 10.244.1.10…/10.244.2.10… on the bridge 10.244.0.1/16, or the
+    backends of ``layout`` ([(version, address), …]) on the bridge ``bridge_cidr`` (the demo uses the
+    addresses of systemd/config.example.yaml)."""
+
+    def __init__(self, v1: int = 10, v2: int = 3, clients: int = 600, work_dir: str | None = None,
+                 layout: list[tuple[str, str]] | None = None, bridge_cidr: str = f"{BRIDGE_ADDRESS}/{POD_PREFIX}"):
         self.work_dir = work_dir or tempfile.mkdtemp(prefix="canary-e2e-net.")
+        self.bridge_cidr = bridge_cidr
+        self.gateway = bridge_cidr.split("/")[0]
+        self.prefix = int(bridge_cidr.split("/")[1])
+        if layout is None:
+            layout = [("v1", f"10.244.1.{10 + i}") for i in range(v1)] + [("v2", f"10.244.2.{10 + i}") for i in range(v2)]
         self.backends: list[Backend] = []
-        for version, count, subnet in (("v1", v1, 1), ("v2", v2, 2)):
-            for index in range(count):
-                name = f"{version}-{index}"
-                self.backends.append(Backend(
-                    name=f"web-{name}", version=version, address=f"10.244.{subnet}.{10 + index}",
-                    namespace=f"{NAMESPACE_PREFIX}{name}", host_link=f"e2eb{subnet}x{index}",
-                    directory=os.path.join(self.work_dir, name)))
+        counts: dict[str, int] = {}
+        for version, address in layout:
+            index = counts.get(version, 0)
+            counts[version] = index + 1
+            name = f"{version}-{index}"
+            self.backends.append(Backend(
+                name=f"web-{name}", version=version, address=address,
+                namespace=f"{NAMESPACE_PREFIX}{name}", host_link=f"e2eb{len(self.backends)}",
+                directory=os.path.join(self.work_dir, name)))
         self.clients = client_addresses(clients)
         self.client_namespace = CLIENT_NAMESPACE
 
@@ -132,8 +144,19 @@ class Topology:
         down(quiet=True)
         run("sysctl", "-qw", "net.ipv4.ip_forward=1")
         run("ip", "link", "add", BRIDGE, "type", "bridge")
-        run("ip", "addr", "add", f"{BRIDGE_ADDRESS}/{POD_PREFIX}", "dev", BRIDGE)
+        run("ip", "addr", "add", self.bridge_cidr, "dev", BRIDGE)
         run("ip", "link", "set", BRIDGE, "up")
+        # Few processes: each one is slow in an emulated VM. One batch for the root namespace's side,
+        # then one for each namespace's inside and one nginx each.
+        root = []
+        for backend in self.backends:
+            root += [f"netns add {backend.namespace}",
+                     f"link add {backend.host_link} type veth peer name eth0 netns {backend.namespace}",
+                     f"link set {backend.host_link} master {BRIDGE} up"]
+        root += [f"netns add {self.client_namespace}",
+                 f"link add {CLIENT_LINK} type veth peer name eth0 netns {self.client_namespace}",
+                 f"addr add {CLIENT_GATEWAY}/16 dev {CLIENT_LINK}", f"link set {CLIENT_LINK} up"]
+        run("ip", "-batch", "-", input_text="\n".join(root) + "\n")
         for backend in self.backends:
             self._add_backend(backend)
         self._add_clients()
@@ -145,11 +168,8 @@ class Topology:
 
     def _add_backend(self, backend: Backend) -> None:
         ns = backend.namespace
-        run("ip", "netns", "add", ns)
-        run("ip", "link", "add", backend.host_link, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        run("ip", "link", "set", backend.host_link, "master", BRIDGE, "up")
-        batch = (f"link set lo up\nlink set eth0 up\naddr add {backend.address}/{POD_PREFIX} dev eth0\n"
-                 f"route add default via {BRIDGE_ADDRESS}\n")
+        batch = (f"link set lo up\nlink set eth0 up\naddr add {backend.address}/{self.prefix} dev eth0\n"
+                 f"route add default via {self.gateway}\n")
         run("ip", "-n", ns, "-batch", "-", input_text=batch)
         os.makedirs(backend.directory, exist_ok=True)
         with open(os.path.join(backend.directory, "nginx.conf"), "w") as file:
@@ -159,18 +179,13 @@ class Topology:
 
     def _add_clients(self) -> None:
         ns = self.client_namespace
-        run("ip", "netns", "add", ns)
-        run("ip", "link", "add", CLIENT_LINK, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        run("ip", "addr", "add", f"{CLIENT_GATEWAY}/16", "dev", CLIENT_LINK)
-        run("ip", "link", "set", CLIENT_LINK, "up")
         lines = ["link set lo up", "link set eth0 up"]
         lines += [f"addr add {address}/16 dev eth0" for address in self.clients]
         lines.append(f"route add default via {CLIENT_GATEWAY}")
         run("ip", "-n", ns, "-batch", "-", input_text="\n".join(lines) + "\n")
-        # Many addresses on one link: let any of them be the source without a DAD delay (IPv4: none),
-        # and let a client reuse ports quickly.
-        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000", check=False)
-        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", check=False)
+        # A wide port range and quick port reuse for the clients.
+        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000",
+            "net.ipv4.tcp_tw_reuse=1", check=False)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Every nginx answers on its own address (probed from the root namespace, straight over the bridge)."""
@@ -198,7 +213,7 @@ class Topology:
                 pass
 
     def describe(self) -> str:
-        lines = [f"bridge {BRIDGE} {BRIDGE_ADDRESS}/{POD_PREFIX}; clients: {len(self.clients)} addresses "
+        lines = [f"bridge {BRIDGE} {self.bridge_cidr}; clients: {len(self.clients)} addresses "
                  f"{self.clients[0]}…{self.clients[-1]} in netns {self.client_namespace}"]
         for backend in self.backends:
             lines.append(f"  {backend.name:10} {backend.version} {backend.address:12} netns {backend.namespace}")

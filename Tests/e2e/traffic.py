@@ -25,6 +25,7 @@ import errno
 import ipaddress
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -238,6 +239,8 @@ def burst(target: str, sources: list[str], connections: int, concurrency: int = 
     result = counters.as_dict()
     result["seconds"] = round(time.monotonic() - started, 3)
     result["target"] = target
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = {"user": round(usage.ru_utime, 3), "system": round(usage.ru_stime, 3)}
     return result
 
 

@@ -103,3 +103,20 @@ else
     fi
     log "kubernetes-validate: $(kubernetes-validate --version 2>&1 | head -n1) at $(command -v kubernetes-validate)"
 fi
+
+# The end-to-end bench (Tests/e2e): nginx backends in network namespaces (Debian's nginx; the bench
+# runs its own instances with their own config and never the system service).
+E2E_APT_PACKAGES=(nginx)
+mapfile -t e2e_missing < <(for package in "${E2E_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || printf '%s\n' "$package"
+done)
+if [ "${#e2e_missing[@]}" -eq 0 ]; then
+    log "e2e apt packages: all ${#E2E_APT_PACKAGES[@]} present"
+else
+    log "e2e apt packages missing: ${e2e_missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    # policy-rc.d may forbid starting the packaged service (containers): that is fine, it is not used.
+    as_root apt-get install -y -qq --no-install-recommends "${e2e_missing[@]}" </dev/null
+    log "e2e apt packages installed"
+fi
