@@ -13,14 +13,16 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import traffic  # noqa: E402
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-TRAFFIC = os.path.join(HERE, "traffic.py")
 APISERVER = os.path.join(HERE, "apiserver.py")
 AGENT_LISTEN = "127.0.0.1:9109"
 # How many standard deviations of the binomial an observed share may be off (see report.py).
@@ -60,47 +62,45 @@ def binomial_tolerance(p: float, n: int, sigmas: float = SIGMAS) -> float:
 # ------------------------------------------------------------------------------------ traffic
 
 
-def traffic_command(netns: str | None, *arguments: str) -> list[str]:
-    command = [PYTHON, TRAFFIC, *arguments]
-    return ["ip", "netns", "exec", netns, *command] if netns else command
-
-
 def burst(target: str, connections: int, sources: str = "10.250.1.1+600", netns: str | None = "e2e-clients",
           concurrency: int = 32, per_source: bool = False, timeout: float = 10.0) -> dict:
-    """Makes ``connections`` new connections to ``target`` (ADDRESS:PORT) from ``sources``; returns the
-    traffic driver's counters (ok, failed, by_version, by_pod, errors, seconds)."""
-    arguments = ["burst", "--target", target, "--connections", str(connections), "--concurrency", str(concurrency),
-                 "--timeout", str(timeout)]
-    if sources:
-        arguments += ["--sources", sources]
-    if per_source:
-        arguments.append("--per-source")
-    result = subprocess.run(traffic_command(netns, *arguments), capture_output=True, text=True,
-                            timeout=max(300, connections / 5))
-    if result.returncode != 0:
-        raise BenchError(f"traffic driver failed: {result.stderr.strip()[-800:]}")
-    return json.loads(result.stdout)
+    """Makes ``connections`` new connections to ``target`` (ADDRESS:PORT) from ``sources`` in the
+    network namespace ``netns`` (None: this one, the node's); returns the traffic driver's counters
+    (ok, failed, by_version, by_pod, errors, seconds). In this process: starting a Python process
+    takes tens of seconds in an emulated VM."""
+    return traffic.burst(target, traffic.parse_sources(sources), connections, concurrency, timeout, per_source, netns)
 
 
 class Background:
-    """A traffic driver running in the background (load or hold) whose counters are in a file."""
+    """A traffic driver (load or hold) running in a thread of this process; its counters are
+    written to a file every second and when it stops."""
 
     def __init__(self, mode: str, target: str, out: str, netns: str | None = "e2e-clients",
-                 sources: str = "10.250.1.1+600", extra: list[str] | None = None):
+                 sources: str = "10.250.1.1+600", **options):
         self.out = out
         self.mode = mode
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
         try:
             os.unlink(out)
         except OSError:
             pass
-        arguments = [mode, "--target", target, "--out", out] + (["--sources", sources] if sources else []) + (extra or [])
-        self.process = subprocess.Popen(traffic_command(netns, *arguments), stdout=subprocess.DEVNULL,
-                                        stderr=open(out + ".stderr", "w"))
-        deadline = time.monotonic() + 30
-        while not os.path.exists(out) and time.monotonic() < deadline and self.process.poll() is None:
+        function = traffic.load if mode == "load" else traffic.hold
+        addresses = traffic.parse_sources(sources)
+
+        def body():
+            try:
+                function(target, addresses, out, netns=netns, stop=self.stop_event, **options)
+            except BaseException as error:  # noqa: BLE001 - reported by stop()
+                self.error = error
+
+        self.thread = threading.Thread(target=body, name=f"{mode}-{target}", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(out) and time.monotonic() < deadline and self.thread.is_alive():
             time.sleep(0.1)
         if not os.path.exists(out):
-            raise BenchError(f"background {mode} did not start: {open(out + '.stderr').read()[-500:]}")
+            raise BenchError(f"background {mode} did not start: {self.error!r}")
 
     def counters(self) -> dict:
         for _ in range(20):
@@ -111,27 +111,24 @@ class Background:
                 time.sleep(0.05)
         raise BenchError(f"cannot read {self.out}")
 
-    def stop(self, timeout: float = 30) -> dict:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self, timeout: float = 60) -> dict:
+        self.stop_event.set()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise BenchError(f"background {self.mode} did not stop within {timeout}s")
+        if self.error is not None:
+            raise BenchError(f"background {self.mode} failed: {self.error!r}")
         return self.counters()
 
 
 def load(target: str, out: str, rate: float = 60, concurrency: int = 4, **options) -> Background:
     """Continuous load: about ``rate`` new connections a second until stopped."""
-    return Background("load", target, out, extra=["--rate", str(rate), "--concurrency", str(concurrency),
-                                                  "--timeout", "10"], **options)
+    return Background("load", target, out, rate=rate, concurrency=concurrency, timeout=10.0, **options)
 
 
-def hold(target: str, out: str, connections: int = 8, duration: float = 600, interval: float = 1.0, **options) -> Background:
+def hold(target: str, out: str, connections: int = 8, duration: float = 3600, interval: float = 1.0, **options) -> Background:
     """Long-lived keep-alive connections, one request each every ``interval`` seconds."""
-    return Background("hold", target, out, extra=["--connections", str(connections), "--duration", str(duration),
-                                                  "--interval", str(interval)], **options)
+    return Background("hold", target, out, connections=connections, duration=duration, interval=interval, **options)
 
 
 def share(counts: dict, version: str) -> float:

@@ -61,7 +61,7 @@ mkdir -p "$results"
 results=$(cd "$results" && pwd)
 # Git-ignored wherever it is (the repository's .gitignore need not know it).
 [ -f "$results/.gitignore" ] || printf '*\n' >"$results/.gitignore"
-find "$results" -mindepth 1 -maxdepth 1 ! -name .gitignore -exec rm -rf -- {} +
+find "$results" -mindepth 1 -maxdepth 1 ! -name .gitignore ! -name demo -exec rm -rf -- {} +
 {
     printf 'export CANARY_E2E_AGENT=%q\n' "$agent"
     printf 'export CANARY_E2E_MODE=%q\n' "$mode"
@@ -77,14 +77,22 @@ find "$results" -mindepth 1 -maxdepth 1 ! -name .gitignore -exec rm -rf -- {} +
 #    guest writes everything into $results.
 guest_command="bash $(printf '%q' "$repo/Tests/e2e/guest.sh") $(printf '%q' "$results")"
 say "booting VM (kernel $kernel_version, $memory, $cpus cpus, emulated, timeout ${vm_timeout}s); results in $results"
-say "the guest's progress: tail -f $results/scenarios.log"
+say "the VM boots in 1-3 minutes; then the guest's progress follows (also in $results/scenarios.log)"
 vm_started=$(date +%s)
+# Follow the guest's own log as it is written (the guest's console can be lost).
+: >"$results/scenarios.log"
+sleep 100000 &
+follower=$!
+tail -n +1 -F --pid="$follower" "$results/scenarios.log" 2>/dev/null | sed -u 's/^/  vm| /' &
 set +e
 timeout --kill-after=30 "$vm_timeout" \
     vng --run "$kernel" --disable-kvm --memory "$memory" --cpus "$cpus" --user root \
         --rwdir "$results" --exec "$guest_command" </dev/null >"$results/vng.log" 2>&1
 vng_status=$?
 set -e
+sleep 1
+kill "$follower" 2>/dev/null || true
+wait 2>/dev/null || true
 vm_seconds=$(( $(date +%s) - vm_started ))
 if [ "$vng_status" -eq 124 ] || [ "$vng_status" -eq 137 ]; then
     say "VM TIMED OUT after ${vm_seconds}s"
@@ -100,8 +108,8 @@ if [ ! -s "$results/status" ]; then
 fi
 report_status=0
 if [ "$mode" = demo ]; then
-    [ -s "$results/demo.txt" ] && cat "$results/demo.txt"
-    [ "$(cat "$results/status" 2>/dev/null)" = 0 ] || exit 1
+    say "demo output: $results/demo.txt"
+    [ "$(cat "$results/status" 2>/dev/null)" = 0 ] || { say "the demo FAILED (agent log: $results/agent-demo.log)"; exit 1; }
     exit 0
 fi
 python3 "$repo/Tests/e2e/report.py" "$results" --vm-seconds "$vm_seconds" || report_status=$?
