@@ -30,8 +30,9 @@ import IPVS
 /// de-NATs it; the client's address is kept.
 ///
 /// Every rule matches only IPVS-NAT traffic in its original direction with the `ipvs` match
-/// (`-m ipvs --ipvs --vdir ORIGINAL --vmethod MASQ`, module xt_ipvs), so no other traffic of the
-/// node is touched. The nat table sees a connection's first packet only; that is enough because
+/// (`-m ipvs --vdir ORIGINAL --vmethod MASQ`, module xt_ipvs; `--vdir` implies `--ipvs`, a
+/// packet IPVS handled, and iptables-save prints it without), so no other traffic of the node
+/// is touched. The nat table sees a connection's first packet only; that is enough because
 /// IPVS keeps the netfilter connection (`net.ipv4.vs.conntrack=1`), whose NAT then applies to
 /// every packet of it.
 ///
@@ -72,7 +73,7 @@ public struct MasqueradeRules: Sendable {
 
     /// The matches that select IPVS-NAT packets in their original direction. Tests of the
     /// transaction logic on a kernel without IPVS replace them (internal).
-    var ipvsNATMatch: [String] = ["-m", "ipvs", "--ipvs", "--vdir", "ORIGINAL", "--vmethod", "MASQ"]
+    var ipvsNATMatch: [String] = ["-m", "ipvs", "--vdir", "ORIGINAL", "--vmethod", "MASQ"]
 
     public let runner: any CommandRunner
     public let tools: Tools

@@ -26,11 +26,7 @@ public final class RouteNetlink: NodeNetworking {
         try validate(name, operation: "create dummy interface")
         try socket.withLock { socket throws(NodeNetworkError) in
             if let existing = try Self.link(named: name, socket) {
-                guard existing.kind == "dummy" else {
-                    throw .interfaceKindMismatch(name: name, kind: existing.kind ?? "none")
-                }
-                if existing.flags & UInt32(IFF_UP) == 0 { try Self.setUp(index: existing.index, name: name, socket) }
-                return
+                return try Self.adopt(existing, name, socket)
             }
             do throws(RouteNetlinkFailure) {
                 // Created up: the kernel applies ifi_flags/ifi_change of a new link after registering it.
@@ -44,7 +40,10 @@ public final class RouteNetlink: NodeNetworking {
                 }
             } catch .kernel(EEXIST) {
                 // Made by someone else between the look-up and the request: check it as above.
-                return try ensureDummyInterfaceExists(name, socket)
+                guard let existing = try Self.link(named: name, socket) else {
+                    throw .netlink(operation: "create dummy interface", subject: name, errno: EEXIST)
+                }
+                return try Self.adopt(existing, name, socket)
             } catch .kernel(let code) where code == EOPNOTSUPP || code == ENOENT {
                 // rtnl_newlink: "Unknown device type" when no module provides the "dummy" link kind.
                 throw .interfaceTypeUnsupported(name)
@@ -54,13 +53,19 @@ public final class RouteNetlink: NodeNetworking {
         }
     }
 
+    /// Deletes the interface only when it is a dummy: an interface of another kind under that name
+    /// (a mistyped `--interface eth0`) is never the agent's, and is reported, not deleted.
     public func deleteInterface(named name: String) throws(NodeNetworkError) {
         try validate(name, operation: "delete interface")
         try socket.withLock { socket throws(NodeNetworkError) in
+            guard let existing = try Self.link(named: name, socket) else { return }
+            guard existing.kind == "dummy" else { throw .interfaceKindMismatch(name: name, kind: existing.kind ?? "none") }
             do throws(RouteNetlinkFailure) {
+                // By index: exactly the interface just checked.
                 _ = try socket.transact(type: Int(RTM_DELLINK)) { message in
-                    message.fixedHeader(ifinfomsg.self).pointee.ifi_family = UInt8(AF_UNSPEC)
-                    message.put(Int(IFLA_IFNAME), string: name)
+                    let link = message.fixedHeader(ifinfomsg.self)
+                    link.pointee.ifi_family = UInt8(AF_UNSPEC)
+                    link.pointee.ifi_index = existing.index
                 }
             } catch .kernel(ENODEV) {
                 return
@@ -129,12 +134,10 @@ public final class RouteNetlink: NodeNetworking {
 
     // MARK: - Requests
 
-    private func ensureDummyInterfaceExists(_ name: String, _ socket: RouteSocket) throws(NodeNetworkError) {
-        guard let existing = try Self.link(named: name, socket) else {
-            throw .netlink(operation: "create dummy interface", subject: name, errno: EEXIST)
-        }
+    /// Keeps an existing interface when it is a dummy, setting it up if it is down.
+    private static func adopt(_ existing: LinkMessage, _ name: String, _ socket: RouteSocket) throws(NodeNetworkError) {
         guard existing.kind == "dummy" else { throw .interfaceKindMismatch(name: name, kind: existing.kind ?? "none") }
-        if existing.flags & UInt32(IFF_UP) == 0 { try Self.setUp(index: existing.index, name: name, socket) }
+        if existing.flags & UInt32(IFF_UP) == 0 { try setUp(index: existing.index, name: name, socket) }
     }
 
     /// An interface name the kernel takes: 1 to 15 bytes, no '/', ':' or white space.

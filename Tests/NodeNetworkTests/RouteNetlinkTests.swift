@@ -99,14 +99,17 @@ import Glibc
         }
     }
 
-    @Test func deletesAnInterfaceByName() throws {
+    @Test func deletesOnlyDummyInterfaces() throws {
         try NetworkNamespace.run {
             try Self.makeVeth()
             let network = try RouteNetlink()
-            try network.deleteInterface(named: "v0")
-            // Deleting one end of a veth deletes both.
-            #expect(try !shell("ip", "-o", "link", "show").contains("v0"))
-            try network.deleteInterface(named: "v0")
+            #expect(throws: NodeNetworkError.interfaceKindMismatch(name: "v0", kind: "veth")) {
+                try network.deleteInterface(named: "v0")
+            }
+            #expect(throws: NodeNetworkError.interfaceKindMismatch(name: "lo", kind: "none")) {
+                try network.deleteInterface(named: "lo")
+            }
+            #expect(try shell("ip", "-o", "link", "show", "v0").contains("v0@v1"))
         }
     }
 
@@ -156,13 +159,17 @@ import Glibc
             try network.ensureDummyInterface(named: "canary0")
             #expect(try shell("ip", "-o", "link", "show", "type", "dummy").split(separator: "\n").count == 1)
 
-            // Set down by someone: brought up again, addresses kept.
+            // Set down by someone: brought up again. The IPv4 address stays; IPv6 addresses go with
+            // the link unless keep_addr_on_down is set, and the agent's repair adds them back.
             let v4 = Self.address("10.96.0.1"), v6 = Self.address("fd00:96::1")
             try network.addAddress(v4, to: "canary0")
             try network.addAddress(v6, to: "canary0")
+            #expect(try network.addresses(on: "canary0") == [v4, v6])
             try shell("ip", "link", "set", "canary0", "down")
             try network.ensureDummyInterface(named: "canary0")
             #expect(try shell("ip", "-o", "link", "show", "canary0").contains(",UP"))
+            #expect(try network.addresses(on: "canary0").contains(v4))
+            try network.addAddress(v6, to: "canary0")
             #expect(try network.addresses(on: "canary0") == [v4, v6])
 
             // The virtual addresses are local: the kernel accepts packets to them.
@@ -172,6 +179,7 @@ import Glibc
             try network.deleteInterface(named: "canary0")
             #expect(try network.addresses(on: "canary0") == [])
             #expect(try shell("ip", "-o", "link", "show", "type", "dummy").isEmpty)
+            #expect(try !shell("ip", "-o", "addr", "show").contains("10.96.0.1"))
             try network.deleteInterface(named: "canary0")
         }
     }
