@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
             out.say(f"sending {CONNECTIONS} new connections to {name} ({target}, {scheduler}) from {CLIENTS} client addresses…")
             result = bench.burst(target, CONNECTIONS, sources=f"10.250.1.1+{CLIENTS}")
             entry = next((s for s in agent.status().get("services", []) if s.get("name") == name), {})
-            effective = entry.get("effectiveShare")
+            effective = entry.get("effectiveShare", entry.get("effectiveCanaryShare"))
             counts = result["by_version"]
             total = sum(counts.values()) or 1
             rows.append((name, scheduler, percent, None if effective is None else 100 * float(effective),

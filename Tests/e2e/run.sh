@@ -16,7 +16,7 @@
 #   CANARY_E2E_RESULTS       results directory (default: e2e-results in the repository)
 #   CANARY_E2E_SCRATCH_PATH  swiftpm scratch path for the agent (default: .build-e2e)
 #   CANARY_E2E_SKIP_BUILD=1  use the agent already built there
-#   CANARY_VM_KERNEL, CANARY_VM_MEMORY (2G), CANARY_VM_CPUS (2), CANARY_VM_TIMEOUT (1200 s)
+#   CANARY_VM_KERNEL, CANARY_VM_MEMORY (2G), CANARY_VM_CPUS (2), CANARY_VM_TIMEOUT (2400 s)
 #   CANARY_E2E_*             every other CANARY_E2E_ variable is passed on to the guest
 set -euo pipefail
 
@@ -26,7 +26,7 @@ cd "$repo"
 scratch=${CANARY_E2E_SCRATCH_PATH:-.build-e2e}
 memory=${CANARY_VM_MEMORY:-2G}
 cpus=${CANARY_VM_CPUS:-2}
-vm_timeout=${CANARY_VM_TIMEOUT:-1200}
+vm_timeout=${CANARY_VM_TIMEOUT:-2400}
 mode=${CANARY_E2E_MODE:-scenarios}
 
 say() { printf '==> %s\n' "$*"; }

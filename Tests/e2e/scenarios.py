@@ -243,7 +243,7 @@ def selftest(b: Bench, r: Record) -> None:
         result = bench.burst(f"{vip}:80", CONNECTIONS)
         r.measure("rr 3:1 set by ipvsadm", result, "v2", 0.25, 0.25, "rr")
         held = bench.hold(f"{vip}:80", b.out("selftest-hold.json"), connections=4, interval=0.5)
-        load = bench.load(f"{vip}:80", b.out("selftest-load.json"), rate=30)
+        load = bench.load(f"{vip}:80", b.out("selftest-load.json"), rate=20)
         time.sleep(2)
         bench.sh("ipvsadm", "-E", "-t", f"{vip}:80", "-s", "sh")
         result = bench.burst(f"{vip}:80", CONNECTIONS, sources="10.250.1.1+20", per_source=True)
@@ -268,11 +268,25 @@ import k8s  # noqa: E402
 
 
 def status_entry(agent: Agent, name: str) -> dict | None:
-    """The agent's /status entry for a service: by its name ("web", "default/nginx-v1:http") or key."""
+    """The agent's /status entry for a service, by its name ("web", "default/nginx-v1:http") or its
+    key ("TCP 10.96.0.10:80"), with the shares under one spelling: targetShare, effectiveShare."""
     for service in agent.status().get("services", []):
-        if service.get("name") == name or service.get("key") == name:
-            return service
+        if name in (service.get("name"), service.get("key"), service.get("service")):
+            entry = dict(service)
+            for short, long in (("targetShare", "targetCanaryShare"), ("effectiveShare", "effectiveCanaryShare")):
+                if entry.get(short) is None and entry.get(long) is not None:
+                    entry[short] = entry[long]
+            return entry
     return None
+
+
+def service_problems(entry: dict | None) -> list:
+    if not entry:
+        return []
+    problems = list(entry.get("problems") or [])
+    if entry.get("problem"):
+        problems.append(entry["problem"])
+    return problems
 
 
 def effective_share(agent: Agent, name: str) -> float | None:
@@ -328,7 +342,7 @@ def static_config(services: list[dict], scheduler: str = "wrr") -> str:
         lines += [f"  - name: {s['name']}", f"    address: {s['address']}", "    port: 80", "    protocol: tcp"]
         if s.get("scheduler"):
             lines.append(f"    scheduler: {s['scheduler']}")
-        lines.append("    stable: [" + ", ".join(s["stable"]) + "]")
+        lines.append("    stable: [" + ", ".join(f'"{e}"' for e in s["stable"]) + "]")
         if s.get("canary"):
             lines += ["    canary:", f"      weight: {s['canary_weight']}",
                       "      endpoints: [" + ", ".join(f'"{e}"' for e in s["canary"]) + "]"]
@@ -389,6 +403,17 @@ def canary_weight(b: Bench, r: Record) -> None:
         r.measure(f"{stable_count}+1 replicas, weight 10, wrr", result, "v2", 0.10, effective, "wrr")
     r.check("the canary Service's own address is not programmed (only the stable Service is)",
             "TCP 10.96.0.21:80" not in bench.ipvs_table(), "")
+    cli = agent.cli("status", "--agent", agent.listen, "--output", "json", check=False)
+    try:
+        reported = next((float(e.get("effectiveShare", e.get("effectiveCanaryShare")))
+                         for e in json.loads(cli.stdout).get("services", []) if e.get("name") == name), None)
+    except (ValueError, KeyError, TypeError):
+        reported = None
+    r.check("`canary-agent status --output json` reports the same effective share", reported is not None
+            and abs(reported - effective) < 1e-9, f"exit {cli.returncode}: {(cli.stdout or cli.stderr)[:200]}")
+    explain = agent.cli("explain", name, "--agent", agent.listen, check=False)
+    r.check("`canary-agent explain` answers for the Service", explain.returncode == 0, (explain.stdout or explain.stderr)[:300])
+    r.note("canary-agent explain " + name + ":\n" + (explain.stdout or explain.stderr))
 
 
 @scenario(3, "sh-node-label", "sh chosen by the Node label: stickiness, split over 600 clients, live flip to wrr and back")
@@ -418,7 +443,7 @@ def sh_node_label(b: Bench, r: Record) -> None:
               effective, "sh", trials=len(spread["by_source"]), trials_what="client addresses")
     # The flip: long-lived connections and continuous load while the Node label changes.
     held = bench.hold(vip, b.out("sh-hold.json"), connections=8, interval=0.5)
-    load = bench.load(vip, b.out("sh-load.json"), rate=40)
+    load = bench.load(vip, b.out("sh-load.json"), rate=20)
     time.sleep(3)
     for label in ("wrr", "sh"):
         b.api.put(k8s.node({"canary-agent.io/scheduler": label}))
@@ -446,7 +471,7 @@ def ramp(b: Bench, r: Record) -> None:
     agent.start()
     service, vip = "TCP 10.96.0.40:80", "10.96.0.40:80"
     wait_destinations(service, set(stable + canary))
-    load = bench.load(vip, b.out("ramp-load.json"), rate=40)
+    load = bench.load(vip, b.out("ramp-load.json"), rate=20)
     for step, weight in enumerate((0, 10, 50, 100, 0)):
         if step:
             reload(agent, path, config(weight))
@@ -525,7 +550,7 @@ def sigkill(b: Bench, r: Record) -> None:
     agent.start()
     wait_converged(agent, "web", "TCP 10.96.0.60:80", 0.25, set(endpoints(v2[:1])), "wrr")
     before, addresses_before, rules_before = snapshot(), node_addresses(), masquerade_rules()
-    load = bench.load("10.96.0.60:80", b.out("kill-load.json"), rate=40)
+    load = bench.load("10.96.0.60:80", b.out("kill-load.json"), rate=20)
     load2 = bench.load("10.96.0.61:80", b.out("kill-load2.json"), rate=20)
     time.sleep(3)
     agent.kill()
@@ -640,7 +665,7 @@ def apiserver_outage(b: Bench, r: Record) -> None:
     name, service, vip, canary = "default/cart:http", "TCP 10.96.0.80:80", "10.96.0.80:80", {v2[0].endpoint}
     wait_converged(agent, name, service, 0.10, canary, "wrr")
     before = snapshot()
-    load = bench.load(vip, b.out("outage-load.json"), rate=30)
+    load = bench.load(vip, b.out("outage-load.json"), rate=20)
     b.api.go_down(down_seconds)
     b.api.put(stable_service("30"))  # changed while the API is unreachable: seen only once it is back
     began = time.monotonic()
@@ -686,7 +711,7 @@ def bad_input(b: Bench, r: Record) -> None:
     wait_converged(agent, good_name, good_service, 0.20, {v2[0].endpoint}, "wrr")
     wait_converged(agent, "default/victim:http", victim_service, 0.10, {v2[1].endpoint}, "wrr")
     victim_before = snapshot(victim_service)
-    load = bench.load("10.96.0.90:80", b.out("bad-load.json"), rate=30)
+    load = bench.load("10.96.0.90:80", b.out("bad-load.json"), rate=20)
     victim_load = bench.load("10.96.0.92:80", b.out("bad-victim-load.json"), rate=15)
     bad_inputs = [
         ("canary-weight 'abc'", k8s.service("victim", "10.96.0.92", k8s.canary_annotations("victim-canary", "abc"))),
@@ -699,10 +724,9 @@ def bad_input(b: Bench, r: Record) -> None:
     ]
     def victim_problem() -> str:
         status = agent.status()
-        entry = next((e for e in status.get("services", []) if "victim" in str(e.get("name"))), {}) or {}
-        texts = [json.dumps(entry.get("problem"))] if entry.get("problem") else []
+        texts = [json.dumps(p) for p in service_problems(status_entry(agent, "default/victim:http"))]
         texts += [json.dumps(p) for p in status.get("problems", []) if "victim" in json.dumps(p)]
-        return " ".join(texts)
+        return " ".join(sorted(set(texts)))
 
     def victim_events() -> list[dict]:
         return [e for e in b.api.events() if (e.get("involvedObject") or {}).get("name") == "victim"]
