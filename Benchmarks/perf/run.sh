@@ -113,7 +113,7 @@ for text in os.environ.get("CANARY_PERF_SIZES", default_sizes).split(","):
 json.dump({
     "small": small, "sizes": sizes, "perf_tool": perf_tool, "floor": floor, "floor_batch_bytes": 1 << 20,
     "agent": agent, "agent_reason": agent_reason, "repo": repo,
-    "repeat": int(os.environ.get("CANARY_PERF_REPEAT", "2")),
+    "repeat": int(os.environ.get("CANARY_PERF_REPEAT", "1" if small else "2")),
     "dump_repeat": 3, "idle_seconds": 15 if small else 60, "drift_check_interval": 30,
     "ready_timeout": 900, "changes": 50 if small else 1000, "vm_memory": memory, "vm_cpus": int(cpus),
 }, open(path, "w"), indent=1)

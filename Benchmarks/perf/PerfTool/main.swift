@@ -13,6 +13,7 @@ import Glibc
 //                                                the desired table; exit 2 when it is not
 //   PerfTool rules   SERVICES ENDPOINTS          the same operations as `ipvsadm -R` input (floor.c reads it too)
 //   PerfTool config  SERVICES ENDPOINTS          the same services as a static file for `canary-agent run --config`
+//   PerfTool watch   [INTERVAL_US]               for the one-change measurement (see `watch`)
 //   PerfTool flush                               empty the table
 //
 // Every measuring command prints one JSON object on standard output.
@@ -228,6 +229,49 @@ func staticConfiguration(_ workload: PerfWorkload) -> String {
     return out
 }
 
+/// CLOCK_MONOTONIC in seconds: the clock Python's time.monotonic() reads, so that the guest can
+/// subtract its own timestamps from ours.
+func monotonicSeconds() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}
+
+/// For the one-change measurement: reads lines `VIP:PORT DEST:PORT` on standard input, answers
+/// `ready`, then polls that service's destinations (one small netlink dump every `interval`) until
+/// DEST is there with a weight above 0, and answers `seen MONOTONIC_SECONDS POLLS` (or `timeout`).
+/// The guest stamps the time just after `ready`, then changes the object at the API server.
+func watch(intervalMicroseconds: UInt32) throws {
+    let ipvs = try NetlinkIPVS()
+    while let line = readLine() {
+        let words = line.split(separator: " ")
+        guard words.count == 2, let service = SocketAddress(String(words[0])),
+            let destination = SocketAddress(String(words[1]))
+        else {
+            print("bad line")
+            fflush(nil)
+            continue
+        }
+        let key = ServiceKey.inet(.tcp, service)
+        print("ready")
+        fflush(nil)
+        let deadline = monotonicSeconds() + 30
+        var polls = 0
+        var answer = "timeout"
+        while monotonicSeconds() < deadline {
+            polls += 1
+            let found = try ipvs.destinations(of: key).contains { $0.address == destination && $0.weight > 0 }
+            if found {
+                answer = "seen \(format(monotonicSeconds())) \(polls)"
+                break
+            }
+            usleep(intervalMicroseconds)
+        }
+        print(answer)
+        fflush(nil)
+    }
+}
+
 func run(_ arguments: [String]) throws -> Int32 {
     guard arguments.count >= 2 else { throw PerfToolError.usage("PerfTool sync|verify|rules|config|flush ...") }
     let command = arguments[1]
@@ -244,6 +288,8 @@ func run(_ arguments: [String]) throws -> Int32 {
         print(rules(fullPlan(try workload(rest, command))), terminator: "")
     case "config":
         print(staticConfiguration(try workload(rest, command)), terminator: "")
+    case "watch":
+        try watch(intervalMicroseconds: rest.first.flatMap { UInt32($0) } ?? 1000)
     case "flush":
         try NetlinkIPVS().flush()
     default:
