@@ -4,6 +4,10 @@ import Testing
 
 @testable import NodeNetwork
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A runner that records what would be run and answers listings from a script.
 final class RecordingRunner: CommandRunner {
     struct Call: Hashable, Sendable {
@@ -33,7 +37,7 @@ final class RecordingRunner: CommandRunner {
 }
 
 @Suite struct MasqueradeRenderingTests {
-    static let ipvs = "-m ipvs --ipvs --vdir ORIGINAL --vmethod MASQ"
+    static let ipvs = "-m ipvs --vdir ORIGINAL --vmethod MASQ"
     static let jump = "-A POSTROUTING -m comment --comment \"\(MasqueradeRules.jumpComment)\" -j CANARY-POSTROUTING"
     static let endpoints: Set<IPAddress> = [IPAddress("10.9.1.3")!, IPAddress("10.9.1.2")!, IPAddress("fd00::2")!]
 
@@ -201,5 +205,62 @@ extension String {
             rest = rest[range.upperBound...]
         }
         return result + rest
+    }
+}
+
+/// The rules in action in the VM: a client on the node connects to a virtual address served by
+/// IPVS-NAT with an endpoint on another host, and the "clients on this node" rule masquerades it;
+/// a connection of the node that is not IPVS's is left alone.
+@Suite struct MasqueradeTrafficTests {
+    static func packets(of comment: String, in saved: String) -> Int? {
+        // iptables-save -c prints "[packets:bytes] -A CHAIN …".
+        guard let line = saved.split(separator: "\n").first(where: { $0.contains("--comment \"\(comment)\"") }),
+            line.hasPrefix("["), let colon = line.firstIndex(of: ":")
+        else { return nil }
+        return Int(line[line.index(after: line.startIndex)..<colon])
+    }
+
+    /// Starts a TCP connection (its SYN leaves at once) from an unbound socket and closes it.
+    static func sendSYN(to address: String, port: UInt16) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw NetworkNamespace.Failure(description: "socket: \(errno)") }
+        defer { _ = close(fd) }
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = port.bigEndian
+        _ = inet_pton(AF_INET, address, &target.sin_addr)
+        let result = withUnsafePointer(to: &target) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 || errno == EINPROGRESS else { throw NetworkNamespace.Failure(description: "connect: \(errno)") }
+        usleep(200_000)
+    }
+
+    @Test(.requiresIPVSMatch, .requiresDummyInterfaces, .requiresIPVSSysctls)
+    func aClientOnTheNodeIsMasqueradedAndOtherTrafficIsNot() throws {
+        try NetworkNamespace.run {
+            _ = try Sysctls().ensure(SysctlSetting.ipvsRequired)
+            let network = try RouteNetlink()
+            try network.ensureDummyInterface(named: "canary0")
+            try network.addAddress(IPAddress("10.96.0.10")!, to: "canary0")
+            try RouteNetlinkTests.makeVeth()
+            try shell("ip", "addr", "add", "10.0.0.1/24", "dev", "v0")
+            try shell("ipvsadm", "-A", "-t", "10.96.0.10:80", "-s", "rr")
+            try shell("ipvsadm", "-a", "-t", "10.96.0.10:80", "-r", "10.0.0.2:8080", "-m")
+            defer { _ = try? shell("ipvsadm", "-C") }
+            try MasqueradeRules().apply(endpoints: [IPAddress("10.0.0.2")!], masqueradeAll: false, families: [.inet])
+            #expect(Self.packets(of: "clients on this node", in: try shell("iptables-save", "-c", "-t", "nat")) == 0)
+
+            // Not IPVS: a plain connection of the node to a remote address.
+            try Self.sendSYN(to: "10.0.0.3", port: 8080)
+            #expect(Self.packets(of: "clients on this node", in: try shell("iptables-save", "-c", "-t", "nat")) == 0)
+
+            // IPVS-NAT to an endpoint on another host, from the node itself: masqueraded.
+            try Self.sendSYN(to: "10.96.0.10", port: 80)
+            #expect(Self.packets(of: "clients on this node", in: try shell("iptables-save", "-c", "-t", "nat")) == 1)
+            // IPVS made the connection, to the endpoint.
+            let connections = try shell("ipvsadm", "-Lnc")
+            #expect(connections.contains("10.96.0.10:80") && connections.contains("10.0.0.2:8080"))
+        }
     }
 }
