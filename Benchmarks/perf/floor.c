@@ -6,7 +6,10 @@
  * another inside sendto), and the acks are read back many per syscall with recvmmsg.
  *
  *   gcc -O2 -o floor floor.c -lmnl
- *   floor RULES [BATCH_BYTES]     RULES: `ipvsadm -R` input (the subset PerfTool rules writes)
+ *   floor RULES [BATCH_BYTES [ACKS_PER_CALL]]
+ *       RULES: `ipvsadm -R` input (the subset PerfTool rules writes); BATCH_BYTES: 1 MiB;
+ *       ACKS_PER_CALL: acks read per recvmmsg, 1024 (1 with 64 KiB batches is the agent's own I/O
+ *       pattern today: run.sh measures it too, to tell the I/O pattern's cost from the rest)
  *
  * Prints one JSON object: operations, failures, parse/netlink/total seconds. Exit 1 on any failure.
  */
@@ -214,10 +217,11 @@ static uint16_t resolve_family(struct mnl_socket *socket)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: floor RULES [BATCH_BYTES]\n");
+		fprintf(stderr, "usage: floor RULES [BATCH_BYTES [ACKS_PER_CALL]]\n");
 		return 2;
 	}
 	size_t batch_bytes = argc > 2 ? strtoul(argv[2], NULL, 10) : 1 << 20;
+	unsigned int acks_per_call = argc > 3 ? (unsigned int)strtoul(argv[3], NULL, 10) : 1024;
 	double started = now_seconds();
 
 	/* 1. Parse every rule before touching the kernel. */
@@ -265,6 +269,8 @@ int main(int argc, char **argv)
 
 	/* 3. Send batches; after each, read its acks (already queued: the kernel handled the batch in sendto). */
 	enum { ACKS_PER_CALL = 1024, ACK_ROOM = 256 };
+	if (acks_per_call < 1 || acks_per_call > ACKS_PER_CALL)
+		acks_per_call = ACKS_PER_CALL;
 	static char ack_buffers[ACKS_PER_CALL][ACK_ROOM];
 	static struct iovec iovs[ACKS_PER_CALL];
 	static struct mmsghdr messages[ACKS_PER_CALL];
@@ -294,7 +300,7 @@ int main(int argc, char **argv)
 		sends++;
 		sent += in_batch;
 		while (acked < sent) {
-			int got = recvmmsg(fd, messages, ACKS_PER_CALL, MSG_WAITFORONE, NULL);
+			int got = recvmmsg(fd, messages, acks_per_call, MSG_WAITFORONE, NULL);
 			if (got < 0)
 				die("recvmmsg (acks)");
 			receives++;
@@ -317,9 +323,9 @@ int main(int argc, char **argv)
 	double done = now_seconds();
 	mnl_socket_close(socket);
 	printf("{\"operations\": %zu, \"failures\": %zu, \"first_error\": \"%s\", \"batch_bytes\": %zu, "
-	       "\"sends\": %zu, \"receive_calls\": %zu, \"parse_seconds\": %.6f, \"netlink_seconds\": %.6f, "
+	       "\"acks_per_call\": %u, \"sends\": %zu, \"receive_calls\": %zu, \"parse_seconds\": %.6f, \"netlink_seconds\": %.6f, "
 	       "\"total_seconds\": %.6f}\n",
-	       count, failures, first_error ? strerror(first_error) : "", batch_bytes, sends, receives, parsed - started,
+	       count, failures, first_error ? strerror(first_error) : "", batch_bytes, acks_per_call, sends, receives, parsed - started,
 	       done - parsed, done - started);
 	free(batch);
 	free(ops);

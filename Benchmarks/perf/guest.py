@@ -149,6 +149,9 @@ def measure_full_sync(size: dict, contender: str, rules: str, repetition: int, s
         wall, text, status = run(["ipvsadm", "-R"], stdin_path=rules)
     elif contender == "floor":
         wall, text, status = run([FLOOR, rules, str(CONFIG.get("floor_batch_bytes", 1 << 20))])
+    elif contender == "floor_agent_io":
+        # The floor with the agent's I/O pattern (64 KiB datagrams, one recv per ack).
+        wall, text, status = run([FLOOR, rules, str(64 * 1024), "1"])
     else:
         raise ValueError(contender)
     order = ["agent", "ipvsadm"] if sample % 2 == 0 else ["ipvsadm", "agent"]

@@ -74,7 +74,7 @@ for services, endpoints in sizes:
     label = size_label(services, endpoints)
     runs = [entry for entry in raw if entry["measure"] == "full_sync" and entry["services"] == services
             and entry["endpoints"] == endpoints and entry.get("repetition", 0) >= 0]
-    by = {name: [entry for entry in runs if entry["contender"] == name] for name in ("agent", "daemon", "ipvsadm", "floor")}
+    by = {name: [entry for entry in runs if entry["contender"] == name] for name in ("agent", "daemon", "ipvsadm", "floor", "floor_agent_io")}
     times = {name: best(entries) for name, entries in by.items()}
     wrong = {name: sum(1 for entry in entries if not entry.get("correct")) for name, entries in by.items()}
     operations = next((entry["output"].get("operations") for entry in by["floor"] + by["agent"]
@@ -185,6 +185,14 @@ for label, operations, times, wrong, speedup, over_floor, daemon_speedup, daemon
     if daemon_speedup:
         lines.append(f"\nDaemon at {label}: ipvsadm ÷ daemon {daemon_speedup:.1f}× (goal ≥ 3), "
                      f"daemon ÷ floor {daemon_over_floor:.2f}× (goal ≤ 1.2).")
+for entry in report["full_sync"]:
+    agent_io, floor, agent = entry["seconds"].get("floor_agent_io"), entry["seconds"].get("floor"), entry["seconds"].get("agent")
+    if agent_io and floor and agent:
+        lines.append(f"\nAt {size_label(entry['services'], entry['endpoints'])}, the floor with the agent's I/O pattern "
+                     f"(64 KiB datagrams, one recv per ack) takes {seconds_text(agent_io)}: "
+                     f"{agent_io / floor:.2f}× the floor. Of the agent's {seconds_text(agent - floor)} over the floor, "
+                     f"{seconds_text(max(0.0, agent_io - floor))} is that I/O pattern; the rest is the agent's own "
+                     f"work (realize, plan, encoding and decoding in Swift, process start).")
 lines += ["", "Where the agent's time goes (best run, seconds inside PerfTool):", ""]
 for label, *_, phases in rows_sync:
     if phases:

@@ -105,7 +105,7 @@ ipvsadm_max = int(os.environ.get("CANARY_PERF_IPVSADM_MAX", "0") or 0)
 sizes = []
 for text in os.environ.get("CANARY_PERF_SIZES", default_sizes).split(","):
     services, endpoints = (int(part) for part in text.lower().split("x"))
-    contenders = ["agent", "floor"]
+    contenders = ["agent", "floor", "floor_agent_io"]
     if not ipvsadm_max or services * endpoints <= ipvsadm_max:
         contenders.append("ipvsadm")
     sizes.append({"services": services, "endpoints": endpoints, "contenders": contenders,
