@@ -24,6 +24,17 @@ let package = Package(
             ],
             path: "Benchmarks/PlannerBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        ),
+        // Issue 7's measurements against the real kernel, run in a VM by perf/run.sh: the agent's
+        // full sync, dump and table check. Not a package-benchmark suite: each run is one process.
+        .executableTarget(
+            name: "PerfTool",
+            dependencies: [
+                .product(name: "CanaryCore", package: agentPackage),
+                .product(name: "IPVS", package: agentPackage),
+                .product(name: "IPVSNetlink", package: agentPackage),
+            ],
+            path: "perf/PerfTool"
+        ),
     ]
 )

@@ -9,6 +9,7 @@ public protocol NodeNetworking: Sendable {
     /// Creates the dummy interface when it is missing and sets it up; an existing one is kept.
     func ensureDummyInterface(named name: String) throws(NodeNetworkError)
     /// Deletes the interface and with it its addresses; a missing interface is not an error.
+    /// `RouteNetlink` deletes only a dummy: any other kind is `.interfaceKindMismatch`, left alone.
     func deleteInterface(named name: String) throws(NodeNetworkError)
     /// The addresses on the interface (IPv4 and IPv6, link-local excluded); empty when it is missing.
     func addresses(on name: String) throws(NodeNetworkError) -> Set<IPAddress>

@@ -73,3 +73,50 @@ else
     fi
     log "virtme-ng: $(vng --version 2>&1 | head -n1) at $(command -v vng)"
 fi
+
+# Packaging checks (Tests/packaging/validate.sh): systemd-analyze, from Debian's systemd, and
+# kubernetes-validate from PyPI (it brings PyYAML, which the script's other checks use too).
+KUBERNETES_VALIDATE_PIP_SPEC="kubernetes-validate==1.37.0"
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    log "installing systemd (systemd-analyze)"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends systemd </dev/null
+fi
+log "systemd-analyze: $(systemd-analyze --version | head -n1)"
+if command -v kubernetes-validate >/dev/null 2>&1 && kubernetes-validate --version >/dev/null 2>&1; then
+    log "kubernetes-validate: $(kubernetes-validate --version 2>&1 | head -n1) at $(command -v kubernetes-validate)"
+else
+    python=$(command -v python3)
+    pip_flags=(--quiet --disable-pip-version-check --root-user-action=ignore)
+    if "$python" -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+        pip_flags+=(--break-system-packages)
+    fi
+    log "installing $KUBERNETES_VALIDATE_PIP_SPEC with $python -m pip"
+    as_root "$python" -m pip install "${pip_flags[@]}" "$KUBERNETES_VALIDATE_PIP_SPEC" </dev/null
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+    hash -r
+    if ! command -v kubernetes-validate >/dev/null 2>&1; then
+        scripts_dir=$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+        log "ERROR: kubernetes-validate installed under $scripts_dir, which is not on PATH" >&2
+        exit 1
+    fi
+    log "kubernetes-validate: $(kubernetes-validate --version 2>&1 | head -n1) at $(command -v kubernetes-validate)"
+fi
+
+# The end-to-end bench (Tests/e2e): nginx backends in network namespaces (Debian's nginx; the bench
+# runs its own instances with their own config and never the system service).
+E2E_APT_PACKAGES=(nginx)
+mapfile -t e2e_missing < <(for package in "${E2E_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || printf '%s\n' "$package"
+done)
+if [ "${#e2e_missing[@]}" -eq 0 ]; then
+    log "e2e apt packages: all ${#E2E_APT_PACKAGES[@]} present"
+else
+    log "e2e apt packages missing: ${e2e_missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    # policy-rc.d may forbid starting the packaged service (containers): that is fine, it is not used.
+    as_root apt-get install -y -qq --no-install-recommends "${e2e_missing[@]}" </dev/null
+    log "e2e apt packages installed"
+fi

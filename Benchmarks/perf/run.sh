@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Issue 7's four measurements against the real kernel, from one command:
+#
+#   bash Benchmarks/perf/run.sh [--small]
+#
+# Builds PerfTool (the agent's full-sync path, release) and the libmnl floor (floor.c), finds the
+# daemon (canary-agent run), boots the VM with Debian's kernel (IPVS) over this file system
+# (virtme-ng, always --disable-kvm), runs Benchmarks/perf/guest.py inside it and writes
+#   Benchmarks/results/perf.json   every number, the goals and whether they were met
+#   Benchmarks/results/perf.md     the table with the ratios and the command that made it
+# (CANARY_BENCH_RESULTS=DIR writes them elsewhere, as CI does).
+#
+# Full size: 10,000 services × 10 and × 25 destinations. --small: 1,000 × 10, a few minutes in
+# all, what CI runs to keep the bench working (its numbers are not the issue's).
+#
+# Environment (optional):
+#   CANARY_PERF_SIZES        e.g. "10000x10,10000x25" (services x destinations per service)
+#   CANARY_PERF_IPVSADM_MAX  skip ipvsadm -R above this many destinations in all (default: none)
+#   CANARY_PERF_REPEAT       runs of each contender per size (ipvsadm -R runs once)
+#   CANARY_PERF_AGENT        a canary-agent binary to use instead of building one
+#   CANARY_PERF_NO_BUILD=1   use the binaries already built
+#   CANARY_VM_KERNEL, CANARY_VM_MEMORY, CANARY_VM_CPUS, CANARY_VM_TIMEOUT   as Tests/vm/run-kernel-tests.sh
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+bench=$(dirname "$here")
+repo=$(dirname "$bench")
+command_line="bash Benchmarks/perf/run.sh${*:+ $*}"
+for name in CANARY_PERF_REPEAT CANARY_PERF_IPVSADM_MAX CANARY_PERF_SIZES; do
+    [ -n "${!name:-}" ] && command_line="$name=${!name} $command_line"
+done
+
+small=0
+for argument in "$@"; do
+    case $argument in
+        --small) small=1 ;;
+        *) printf 'usage: %s [--small]\n' "$0" >&2; exit 2 ;;
+    esac
+done
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'perf: %s\n' "$*" >&2; exit 1; }
+command -v vng >/dev/null 2>&1 || die "vng (virtme-ng) not found: run Tests/vm/install-deps.sh"
+command -v ipvsadm >/dev/null 2>&1 || die "ipvsadm not found: run Tests/vm/install-deps.sh"
+
+results=${CANARY_BENCH_RESULTS:-$bench/results}
+mkdir -p "$results"
+results=$(cd "$results" && pwd)
+work="$bench/.build/perf"
+mkdir -p "$work"
+run_dir=$(mktemp -d "$work/run-$(date -u +%Y%m%d-%H%M%S)-XXXX")
+# Keep the last few runs' raw data only.
+find "$work" -mindepth 1 -maxdepth 1 -type d -name 'run-*' -print | sort | head -n -5 |
+    while read -r old; do rm -rf -- "$old"; done
+
+# 1. Build: PerfTool (release, the Benchmarks package's own scratch), the floor, the daemon.
+cd "$bench"
+if [ "${CANARY_PERF_NO_BUILD:-0}" != 1 ]; then
+    say "building PerfTool (release)…"
+    swift build -c release --product PerfTool 2>&1 | grep -v 'unhandled;\|CMakeLists.txt$' | tail -n 3
+fi
+bin=$(swift build -c release --show-bin-path)
+perf_tool="$bin/PerfTool"
+[ -x "$perf_tool" ] || die "no $perf_tool"
+gcc -O2 -Wall -o "$work/floor" "$here/floor.c" -lmnl || die "cannot build floor.c (libmnl-dev installed?)"
+
+agent=${CANARY_PERF_AGENT:-}
+agent_reason=""
+# The daemon is there when the binary lists a `run` subcommand.
+has_daemon() { "$1" --help 2>/dev/null | grep -qE '^[[:space:]]+run([[:space:]]|$)'; }
+has_run_command() { grep -qs 'commandName: "run"' "$repo"/Sources/canary-agent/*.swift; }
+if [ -z "$agent" ] && [ "$small" = 1 ] && [ -x "$repo/.build/debug/canary-agent" ] &&
+    has_daemon "$repo/.build/debug/canary-agent"; then
+    # CI has just built the debug agent (Tests/vm/test-all.sh): a release build would take longer
+    # than the whole small run. Its times are a debug build's: the small run keeps the bench working.
+    agent="$repo/.build/debug/canary-agent"
+fi
+if [ -z "$agent" ]; then
+    if [ "${CANARY_PERF_NO_BUILD:-0}" != 1 ] && has_run_command; then
+        say "building canary-agent (release, from the Benchmarks package)…"
+        if ! swift build -c release --product canary-agent >"$run_dir/agent-build.log" 2>&1; then
+            say "canary-agent does not build: $(grep -m1 'error:' "$run_dir/agent-build.log" || tail -n 1 "$run_dir/agent-build.log")"
+        fi
+    fi
+    agent="$bin/canary-agent"
+fi
+if [ ! -x "$agent" ]; then
+    agent_reason="canary-agent is not built ($agent)"
+    agent=""
+elif ! has_daemon "$agent"; then
+    agent_reason="this canary-agent has no \`run\` command yet (the daemon is being written)"
+    agent=""
+fi
+[ -n "$agent_reason" ] && say "daemon measurements skipped: $agent_reason"
+
+# 2. What the guest measures.
+memory=${CANARY_VM_MEMORY:-3G}
+cpus=${CANARY_VM_CPUS:-2}
+python3 - "$run_dir/guest.json" "$small" "$perf_tool" "$work/floor" "$agent" "$agent_reason" "$repo" "$memory" "$cpus" <<'EOF'
+import json, os, sys
+path, small, perf_tool, floor, agent, agent_reason, repo, memory, cpus = sys.argv[1:]
+small = small == "1"
+default_sizes = "1000x10" if small else "10000x10,10000x25"
+ipvsadm_max = int(os.environ.get("CANARY_PERF_IPVSADM_MAX", "0") or 0)
+sizes = []
+for text in os.environ.get("CANARY_PERF_SIZES", default_sizes).split(","):
+    services, endpoints = (int(part) for part in text.lower().split("x"))
+    contenders = ["agent", "floor"]
+    if not ipvsadm_max or services * endpoints <= ipvsadm_max:
+        contenders.append("ipvsadm")
+    sizes.append({"services": services, "endpoints": endpoints, "contenders": contenders,
+                  "ipvsadm_repeat": 1, "footprint": True})
+json.dump({
+    "small": small, "sizes": sizes, "perf_tool": perf_tool, "floor": floor, "floor_batch_bytes": 1 << 20,
+    "agent": agent, "agent_reason": agent_reason, "repo": repo,
+    "repeat": int(os.environ.get("CANARY_PERF_REPEAT", "1" if small else "2")),
+    "dump_repeat": 3, "idle_seconds": 15 if small else 60, "drift_check_interval": 30,
+    "ready_timeout": 900, "changes": 50 if small else 1000, "vm_memory": memory, "vm_cpus": int(cpus),
+}, open(path, "w"), indent=1)
+EOF
+
+# 3. Boot the VM (KVM hangs on these machines: always emulate) and run the guest.
+if [ -n "${CANARY_VM_KERNEL:-}" ]; then
+    kernel=$CANARY_VM_KERNEL
+else
+    kernel=$(find /boot -maxdepth 1 -name 'vmlinuz-*' -print | sort -V | tail -n 1)
+fi
+[ -n "$kernel" ] && [ -r "$kernel" ] || die "no readable kernel image in /boot: run Tests/vm/install-deps.sh"
+vm_timeout=${CANARY_VM_TIMEOUT:-$([ "$small" = 1 ] && echo 900 || echo 5400)}
+say "booting VM (${kernel##*/}, $memory, $cpus cpus, timeout ${vm_timeout}s); raw results in $run_dir"
+started=$(date +%s)
+set +e
+timeout --kill-after=30 "$vm_timeout" \
+    vng --run "$kernel" --disable-kvm --memory "$memory" --cpus "$cpus" --user root \
+        --rwdir "$run_dir" --exec "bash $(printf '%q' "$here/guest.sh") $(printf '%q' "$run_dir")" \
+        </dev/null >"$run_dir/vng.log" 2>&1
+vng_status=$?
+set -e
+vm_seconds=$(( $(date +%s) - started ))
+say "VM finished in ${vm_seconds}s (vng status $vng_status)"
+grep -v '^[[:space:]]*$' "$run_dir/guest.log" 2>/dev/null | tail -n 40 | sed 's/^/  guest| /' || true
+[ -s "$run_dir/status" ] || say "the guest wrote no status: it died or timed out (see $run_dir/vng.log)"
+
+# 4. The report.
+python3 "$here/report.py" "$run_dir" "$results" "$command_line" "$vm_seconds" \
+    "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
