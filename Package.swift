@@ -121,6 +121,8 @@ let package = Package(
             dependencies: [
                 "CanaryAgent", "CanaryCore", "IPVS", "IPVSTestSupport", "NodeNetwork", "StaticConfig",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "StaticConfigTests", dependencies: ["StaticConfig", "CanaryCore", "IPVS"]),

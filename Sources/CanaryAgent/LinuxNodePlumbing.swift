@@ -50,13 +50,19 @@ public struct LinuxNodePlumbing: NodePlumbing {
         try links.removeAddress(address, from: interface)
     }
 
+    /// IPv4 rules always (node-local clients need them whatever the endpoints); IPv6 rules when there
+    /// are IPv6 endpoints, so that a node without ip6tables' nat table works for IPv4.
     public func updateMasquerade(endpoints: Set<IPAddress>) throws(NodeNetworkError) {
-        try masquerade.apply(endpoints: endpoints, masqueradeAll: masqueradeAll)
+        var families: Set<IPAddress.Family> = [.inet]
+        if endpoints.contains(where: { $0.family == .inet6 }) { families.insert(.inet6) }
+        try masquerade.apply(endpoints: endpoints, masqueradeAll: masqueradeAll, families: families)
     }
 
-    /// Removes what the agent owns on the node (for `canary-agent cleanup`): its rules and interface.
+    /// Removes what the agent owns on the node (for `canary-agent cleanup`): its rules and its
+    /// interface (with the addresses on it). IPv6 rules are removed where ip6tables has a nat table.
     public func removeAll() throws(NodeNetworkError) {
-        try masquerade.remove()
+        try masquerade.remove(families: [.inet])
+        try? masquerade.remove(families: [.inet6])
         try links.deleteInterface(named: interface)
     }
 }

@@ -301,6 +301,7 @@ public actor Reconciler {
             results = Array(repeating: .failure(error), count: plan.operations.count)
         }
         Planner.record(plan.operations, results: results, into: &applied)
+        lastTrafficRefresh = nil  // the destinations changed: the next scrape reads them anew
         let now = ContinuousClock.now
         var failedKeys: [ServiceKey: IPVSError] = [:]
         var succeededKeys = Set<ServiceKey>()

@@ -192,7 +192,7 @@ struct ListenAddress {
 }
 
 /// The reconciler's loop, stopped on graceful shutdown.
-struct ReconcilerService: Service {
+struct ReconcilerService: ServiceLifecycle.Service {
     let reconciler: Reconciler
     func run() async throws {
         try await cancelWhenGracefulShutdown { await reconciler.run() }
@@ -200,7 +200,7 @@ struct ReconcilerService: Service {
 }
 
 /// A source, feeding the reconciler until graceful shutdown.
-struct SourceService: Service {
+struct SourceService: ServiceLifecycle.Service {
     let source: any DesiredStateSource
     let reconciler: Reconciler
     let logger: Logger

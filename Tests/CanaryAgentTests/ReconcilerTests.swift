@@ -80,7 +80,7 @@ struct ReconcilerTests {
         #expect(status.services.first { $0.name == "web" }?.targetCanaryShare == 0.1)
         #expect(try bench.metrics.expectGauge("canary_agent_services").lastValue == 2)
         #expect(try bench.metrics.expectGauge("canary_agent_canary_share_target", [("service", "api")]).lastValue == 0.25)
-        #expect(bench.netlinkOperations("add service") == 2)
+        #expect(bench.netlinkOperations("add-service") == 2)
     }
 
     @Test("a restart adopts the table it left: no operation at all")

@@ -160,7 +160,7 @@ struct AgentKernelTests {
             #expect(explanation.contains("wrr cycle 15 connections"), "\(explanation)")
             let metrics = try run("/usr/bin/curl", ["-sf", "http://127.0.0.1:19109/metrics"])
             #expect(metrics.contains("canary_agent_canary_share_target{service=\"web\"} 0.2"), "\(metrics)")
-            #expect(metrics.contains("canary_agent_netlink_operations_total{operation=\"add service\",result=\"ok\"} 2"), "\(metrics)")
+            #expect(metrics.contains("canary_agent_netlink_operations_total{operation=\"add-service\",result=\"ok\"} 2"), "\(metrics)")
             #expect(try run("/usr/bin/curl", ["-sf", "http://127.0.0.1:19109/readyz"]) == "ready\n")
 
             // 3. A changed file takes effect by itself; a bad one is rejected whole and the table kept.
