@@ -4,11 +4,14 @@ import IPVSNetlink
 
 /// `canary-agent`: the node agent and the CLI to debug it.
 @main
-struct CanaryAgentCommand: ParsableCommand {
+struct CanaryAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "canary-agent",
         abstract: "Splits each Service's new connections between stable and canary endpoints with the kernel's IPVS.",
-        subcommands: [ListCommand.self, PlanCommand.self, ExplainCommand.self, InfoCommand.self]
+        subcommands: [
+            RunCommand.self, StatusCommand.self, ListCommand.self, PlanCommand.self, ExplainCommand.self,
+            CleanupCommand.self, InfoCommand.self,
+        ]
     )
 }
 

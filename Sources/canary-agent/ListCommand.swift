@@ -1,23 +1,75 @@
 import ArgumentParser
+import CanaryCore
 import Foundation
 import IPVS
 import IPVSNetlink
 
-/// `canary-agent list`: the kernel's IPVS table, like `ipvsadm -Ln --stats`.
-struct ListCommand: ParsableCommand {
+/// `canary-agent list`: the kernel's IPVS table, like `ipvsadm -Ln --stats`, each destination
+/// marked stable or canary, each service with its target, effective and observed canary share.
+struct ListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "list", abstract: "Show the kernel's IPVS table with live connection counts.")
+        commandName: "list",
+        abstract: "Show the kernel's IPVS table: stable and canary destinations, shares, live connection counts.",
+        discussion: "Roles and shares come from --config FILE, else from the running agent; without either the table is shown unmarked.")
 
+    @OptionGroup var source: SourceOptions
     @OptionGroup var options: OutputOptions
 
-    func run() throws {
+    func run() async throws {
         let table = try openKernel().dumpTable().sorted { $0.service.key < $1.service.key }
+        var desired = DesiredState()
+        do {
+            desired = try await source.load()
+        } catch {
+            if source.config != nil { throw error }
+            FileHandle.standardError.write(Data("note: no roles shown: \(error)\n".utf8))
+        }
+        let roles = Roles(desired: desired, table: table)
         switch options.output {
         case .json:
-            print(try TableJSON.encode(table))
+            print(try TableJSON.encode(table, roles: roles))
         case .table:
-            print(TableText.render(table), terminator: "")
+            print(TableText.render(table, roles: roles), terminator: "")
         }
+    }
+}
+
+/// Which destinations are stable and which canary, and each service's shares.
+struct Roles {
+    struct Service {
+        var name: String
+        var canary: Set<SocketAddress>
+        var stable: Set<SocketAddress>
+        var target: Double
+        var effective: Double
+    }
+
+    var services: [ServiceKey: Service] = [:]
+
+    init(desired: DesiredState, table: [ServiceEntry]) {
+        let kernel = Planner.index(table)
+        for (key, service) in desired.services {
+            let realized = DesiredTable.realize(service, kernelOrder: kernel[key]?.destinations.map(\.address))
+            services[key] = Service(
+                name: service.name, canary: Set(service.canary.map(\.address)), stable: Set(service.stable.map(\.address)),
+                target: service.canaryShare.fraction, effective: realized.assignment.effectiveCanaryShare)
+        }
+    }
+
+    func role(of address: SocketAddress, in key: ServiceKey) -> String {
+        guard let service = services[key] else { return "" }
+        if service.canary.contains(address) { return "canary" }
+        if service.stable.contains(address) { return "stable" }
+        return "leaving"
+    }
+
+    /// The canary's share of the connections the kernel counted so far, when it counted any.
+    static func observed(_ entry: ServiceEntry, canary: Set<SocketAddress>) -> Double? {
+        let total = entry.destinations.reduce(UInt64(0)) { $0 + ($1.stats?.traffic.connections ?? 0) }
+        guard total > 0 else { return nil }
+        let toCanary = entry.destinations.filter { canary.contains($0.address) }
+            .reduce(UInt64(0)) { $0 + ($1.stats?.traffic.connections ?? 0) }
+        return Double(toCanary) / Double(total)
     }
 }
 
@@ -47,18 +99,25 @@ struct InfoCommand: ParsableCommand {
 }
 
 enum TableText {
-    static func render(_ table: [ServiceEntry]) -> String {
-        var text = "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn      Conns\n"
+    static func render(_ table: [ServiceEntry], roles: Roles = Roles(desired: DesiredState(), table: [])) -> String {
+        var text = "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn      Conns Role\n"
         for entry in table {
             let service = entry.service
             var flags = service.flags.subtracting(.hashed).description
             if service.flags.contains(.persistent) { flags += " \(service.timeout)s" }
-            text += "\(service.key) \(service.scheduler) \(flags)\n"
+            text += "\(service.key) \(service.scheduler) \(flags)"
+            if let described = roles.services[service.key] {
+                let observed = Roles.observed(entry, canary: described.canary).map { Explanation.percent($0) } ?? "-"
+                text += "  [\(described.name): canary target \(Explanation.percent(described.target)), "
+                    + "effective \(Explanation.percent(described.effective)), observed \(observed)]"
+            }
+            text += "\n"
             for destination in entry.destinations {
                 let stats = destination.stats ?? DestinationStats()
                 text += "  -> " + pad("\(destination.address)", 28) + pad(destination.forwarding.description, 8)
                     + pad("\(destination.weight)", 7, right: true) + pad("\(stats.activeConnections)", 11, right: true)
-                    + pad("\(stats.inactiveConnections)", 10, right: true) + pad("\(stats.traffic.connections)", 11, right: true) + "\n"
+                    + pad("\(stats.inactiveConnections)", 10, right: true) + pad("\(stats.traffic.connections)", 11, right: true)
+                    + " " + roles.role(of: destination.address, in: service.key) + "\n"
             }
         }
         return text
@@ -76,6 +135,10 @@ enum TableJSON {
         var scheduler: String
         var flags: String
         var persistenceTimeout: UInt32?
+        var name: String?
+        var targetCanaryShare: Double?
+        var effectiveCanaryShare: Double?
+        var observedCanaryShare: Double?
         var destinations: [DestinationRow]
     }
 
@@ -88,21 +151,26 @@ enum TableJSON {
         var connections: UInt64
         var inBytes: UInt64
         var outBytes: UInt64
+        var role: String?
     }
 
-    static func encode(_ table: [ServiceEntry]) throws -> String {
+    static func encode(_ table: [ServiceEntry], roles: Roles = Roles(desired: DesiredState(), table: [])) throws -> String {
         let rows = table.map { entry in
-            Service(
+            let described = roles.services[entry.service.key]
+            return Service(
                 service: "\(entry.service.key)", scheduler: entry.service.scheduler.rawValue,
                 flags: entry.service.flags.subtracting(.hashed).description,
                 persistenceTimeout: entry.service.flags.contains(.persistent) ? entry.service.timeout : nil,
+                name: described?.name, targetCanaryShare: described?.target, effectiveCanaryShare: described?.effective,
+                observedCanaryShare: described.flatMap { Roles.observed(entry, canary: $0.canary) },
                 destinations: entry.destinations.map { destination in
                     let stats = destination.stats ?? DestinationStats()
                     return DestinationRow(
                         address: "\(destination.address)", forwarding: destination.forwarding.description,
                         weight: destination.weight, activeConnections: stats.activeConnections,
                         inactiveConnections: stats.inactiveConnections, connections: stats.traffic.connections,
-                        inBytes: stats.traffic.inBytes, outBytes: stats.traffic.outBytes)
+                        inBytes: stats.traffic.inBytes, outBytes: stats.traffic.outBytes,
+                        role: described == nil ? nil : roles.role(of: destination.address, in: entry.service.key))
                 })
         }
         let encoder = JSONEncoder()

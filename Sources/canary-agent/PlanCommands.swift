@@ -2,14 +2,22 @@ import ArgumentParser
 import CanaryCore
 import Foundation
 import IPVS
+import CanaryAgent
 import StaticConfig
 
-/// Where the desired state comes from, for the commands that read it.
+/// Where the desired state comes from, for the commands that read it: a static file, or the
+/// running agent (Kubernetes mode too).
 struct SourceOptions: ParsableArguments {
-    @Option(name: .long, help: "The static configuration file (YAML).")
-    var config: String
+    @Option(name: .long, help: "The static configuration file (YAML); without it, the running agent's desired state.")
+    var config: String?
 
-    func load() throws -> StaticConfiguration {
+    @OptionGroup var agent: AgentOptions
+
+    /// For messages: the file, or the agent.
+    var sourceName: String { config ?? "the agent at \(agent.agent)" }
+
+    func load() async throws -> DesiredState {
+        guard let config else { return try await agent.desiredState() }
         let text: String
         do {
             text = try String(contentsOfFile: config, encoding: .utf8)
@@ -17,7 +25,7 @@ struct SourceOptions: ParsableArguments {
             throw CommandError("\(config): cannot be read: \(error.localizedDescription)")
         }
         do {
-            return try StaticConfiguration(yaml: text, file: config)
+            return try StaticConfiguration(yaml: text, file: config).desiredState
         } catch {
             throw CommandError(error.description)
         }
@@ -25,23 +33,27 @@ struct SourceOptions: ParsableArguments {
 }
 
 /// `canary-agent explain SERVICE`: how the weights of one service were chosen for its scheduler.
-struct ExplainCommand: ParsableCommand {
+struct ExplainCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "explain", abstract: "Show how a service's weights were chosen for its scheduler.")
 
-    @Argument(help: "The service's name in the configuration.")
+    @Argument(help: "The service's name (the file's name, or namespace/name:port in Kubernetes).")
     var service: String
 
     @OptionGroup var source: SourceOptions
     @OptionGroup var options: OutputOptions
 
-    func run() throws {
-        let configuration = try source.load()
-        guard let desired = configuration.services.first(where: { $0.name == service }) else {
+    func run() async throws {
+        let state = try await source.load()
+        let services = state.services.values.sorted { $0.key < $1.key }
+        let matches = services.filter { $0.name == service || $0.name.hasPrefix(service + ":") }
+        guard let desired = matches.first else {
             throw CommandError(
-                "no service '\(service)' in \(source.config) (services: \(configuration.services.map(\.name).joined(separator: ", ")))")
+                "no service '\(service)' in \(source.sourceName) (services: \(services.map(\.name).joined(separator: ", ")))")
         }
-        let realized = DesiredTable.realize(desired)
+        // The kernel's current order matters for sh and mh: use it when the service is there.
+        let current = (try? openKernel().service(desired.key)) ?? nil
+        let realized = DesiredTable.realize(desired, kernelOrder: current?.destinations.map(\.address))
         let explanation = Explanation(desired, entry: realized.entry, assignment: realized.assignment)
         switch options.output {
         case .json: print(try explanation.json())
@@ -51,21 +63,19 @@ struct ExplainCommand: ParsableCommand {
 }
 
 /// `canary-agent plan`: what a sync would change in the kernel now, without changing it.
-struct PlanCommand: ParsableCommand {
+struct PlanCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plan", abstract: "Show what a sync would change in the kernel now, without changing it.")
 
     @OptionGroup var source: SourceOptions
     @OptionGroup var options: OutputOptions
+    @OptionGroup var node: InterfaceOptions
 
-    func run() throws {
-        let configuration = try source.load()
-        let current = Planner.index(try openKernel().dumpTable())
-        let desired = DesiredTable(configuration.desiredState, current: current)
-        // The file's services are the agent's; nothing else in the kernel is touched.
-        let planner = Planner(ownership: Ownership(services: Set(desired.entries.keys)), drainTimeout: .seconds(300))
-        var drains = DrainTracker()
-        let plan = planner.plan(desired: desired, current: current, drains: &drains, now: .now)
+    func run() async throws {
+        let state = try await source.load()
+        let kernel = try openKernel()
+        let dump = try kernel.dumpTable()
+        let plan = Reconciler.previewPlan(desired: state, dump: dump, bound: try node.boundAddresses())
         switch options.output {
         case .json:
             let encoder = JSONEncoder()

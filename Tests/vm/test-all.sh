@@ -29,6 +29,10 @@ fi
 host_seconds=$(( $(date +%s) - host_started ))
 say "host tests: exit status $host_status after ${host_seconds}s"
 
+say "packaging: Tests/packaging/validate.sh (manifests, systemd unit, example config)"
+bash "$repo/Tests/packaging/validate.sh" </dev/null
+packaging_status=$?
+
 # The VM run goes ahead even when the host failed: one run tells about both.
 vm_started=$(date +%s)
 vm_output=$(mktemp)
@@ -37,9 +41,10 @@ bash "$repo/Tests/vm/run-kernel-tests.sh" 2>&1 | tee "$vm_output"
 vm_status=${PIPESTATUS[0]}
 vm_seconds=$(( $(date +%s) - vm_started ))
 
-say "host tests: exit $host_status (${host_seconds}s); VM kernel tests: exit $vm_status (${vm_seconds}s)"
-if [ "$host_status" -ne 0 ] || [ "$vm_status" -ne 0 ]; then
+say "host tests: exit $host_status (${host_seconds}s); packaging: exit $packaging_status; VM kernel tests: exit $vm_status (${vm_seconds}s)"
+if [ "$host_status" -ne 0 ] || [ "$packaging_status" -ne 0 ] || [ "$vm_status" -ne 0 ]; then
     [ "$host_status" -ne 0 ] && say "FAILED: host tests"
+    [ "$packaging_status" -ne 0 ] && say "FAILED: packaging checks"
     [ "$vm_status" -ne 0 ] && say "FAILED: VM kernel tests"
     grep '^vm: [0-9]* passed, ' "$vm_output" | tail -n 1
     exit 1

@@ -1,0 +1,70 @@
+import Foundation
+
+/// One sync: what kind, when, how long, how many operations and how many the kernel refused.
+public struct SyncReport: Codable, Sendable, Hashable {
+    public var kind: AgentMetrics.SyncKind
+    public var at: Date
+    public var durationSeconds: Double
+    public var operations: Int
+    public var failed: Int
+
+    init(kind: AgentMetrics.SyncKind, at: Date, duration: Duration, operations: Int, failed: Int) {
+        self.kind = kind
+        self.at = at
+        self.durationSeconds = duration.seconds
+        self.operations = operations
+        self.failed = failed
+    }
+
+    var duration: Duration { .nanoseconds(Int64(durationSeconds * 1e9)) }
+}
+
+extension AgentMetrics.SyncKind: Codable {}
+
+/// What the agent says of itself: `GET /status`, shown by `canary-agent status`.
+public struct AgentStatus: Codable, Sendable, Hashable {
+    /// One desired service.
+    public struct Service: Codable, Sendable, Hashable {
+        /// `default/web:http`, or the static file's name.
+        public var name: String
+        /// `TCP 10.96.0.10:80`.
+        public var service: String
+        public var scheduler: String
+        /// The canary's share of new connections asked for, 0…1.
+        public var targetCanaryShare: Double
+        /// The share the kernel gives with the weights chosen, 0…1 (nil before it is solved).
+        public var effectiveCanaryShare: Double?
+        public var stable: [String]
+        public var canary: [String]
+        /// True when the kernel holds the service and it is the agent's.
+        public var programmed: Bool
+        /// The last error programming it (retried with backoff), if any.
+        public var error: String?
+        /// Problems of its objects in the source (it is kept as last programmed).
+        public var problems: [AgentProblem]
+    }
+
+    /// `file /etc/canary-agent/config.yaml` or `kubernetes https://…`.
+    public var source: String
+    /// True once the first full sync is done.
+    public var ready: Bool
+    public var startedAt: Date
+    public var lastSync: SyncReport?
+    public var lastFullSync: SyncReport?
+    public var services: [Service]
+    /// Every problem the source reports now.
+    public var problems: [AgentProblem]
+    /// The last input rejected whole (a static file with an error), while the table is kept.
+    public var sourceError: AgentProblem?
+    /// The last error reading the kernel's table.
+    public var kernelError: String?
+    /// The virtual addresses on the agent's interface.
+    public var addresses: [String]
+    public var drainingDestinations: Int
+
+    /// Errors in one list: the source's, the kernel's, each service's.
+    public var errorCount: Int {
+        (sourceError == nil ? 0 : 1) + (kernelError == nil ? 0 : 1) + problems.count
+            + services.count { $0.error != nil }
+    }
+}

@@ -1,0 +1,68 @@
+import IPVS
+import NodeNetwork
+
+/// The node's real plumbing: the dummy interface and its addresses over rtnetlink, the sysctls
+/// under /proc/sys, the masquerade rules with iptables-restore.
+public struct LinuxNodePlumbing: NodePlumbing {
+    public let interface: String
+    public let masqueradeAll: Bool
+    let links: RouteNetlink
+    let sysctls: Sysctls
+    let masquerade: MasqueradeRules
+
+    public init(interface: String, masqueradeAll: Bool, sysctls: Sysctls = Sysctls(), masquerade: MasqueradeRules = MasqueradeRules())
+        throws(NodeNetworkError)
+    {
+        self.interface = interface
+        self.masqueradeAll = masqueradeAll
+        self.links = try RouteNetlink()
+        self.sysctls = sysctls
+        self.masquerade = masquerade
+    }
+
+    /// Ensures the interface (an error there is thrown) and each sysctl: one that cannot be set (a
+    /// read-only /proc/sys in a container, where an init container sets them) is reported in the
+    /// returned lines, not thrown, so that the agent goes on.
+    public func prepare(ipv6: Bool) throws(NodeNetworkError) -> [String] {
+        try links.ensureDummyInterface(named: interface)
+        var settings = SysctlSetting.ipvsRequired
+        if ipv6 { settings.append(SysctlSetting.ipv6Forwarding) }
+        var lines: [String] = []
+        for setting in settings {
+            do {
+                lines += try sysctls.ensure([setting]).map { "sysctl \($0)" }
+            } catch {
+                lines.append("cannot set \(setting): \(error) (set it on the node)")
+            }
+        }
+        return lines
+    }
+
+    public func boundAddresses() throws(NodeNetworkError) -> Set<IPAddress> {
+        try links.addresses(on: interface)
+    }
+
+    public func bind(_ address: IPAddress) throws(NodeNetworkError) {
+        try links.addAddress(address, to: interface)
+    }
+
+    public func unbind(_ address: IPAddress) throws(NodeNetworkError) {
+        try links.removeAddress(address, from: interface)
+    }
+
+    /// IPv4 rules always (node-local clients need them whatever the endpoints); IPv6 rules when there
+    /// are IPv6 endpoints, so that a node without ip6tables' nat table works for IPv4.
+    public func updateMasquerade(endpoints: Set<IPAddress>) throws(NodeNetworkError) {
+        var families: Set<IPAddress.Family> = [.inet]
+        if endpoints.contains(where: { $0.family == .inet6 }) { families.insert(.inet6) }
+        try masquerade.apply(endpoints: endpoints, masqueradeAll: masqueradeAll, families: families)
+    }
+
+    /// Removes what the agent owns on the node (for `canary-agent cleanup`): its rules and its
+    /// interface (with the addresses on it). IPv6 rules are removed where ip6tables has a nat table.
+    public func removeAll() throws(NodeNetworkError) {
+        try masquerade.remove(families: [.inet])
+        try? masquerade.remove(families: [.inet6])
+        try links.deleteInterface(named: interface)
+    }
+}

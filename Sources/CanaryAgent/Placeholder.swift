@@ -1,1 +1,0 @@
-// The daemon: sources → reconciler → kernel (being written).

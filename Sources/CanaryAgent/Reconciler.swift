@@ -1,0 +1,553 @@
+import CanaryCore
+import Foundation
+import IPVS
+import Logging
+import NodeNetwork
+
+/// Keeps the kernel's IPVS table, and the node's addresses and rules, equal to the desired state.
+///
+/// Event driven: a source's change rings the doorbell; the reconciler waits a short window
+/// (`Settings.syncWindow`) so that a burst of changes becomes one plan, then plans and applies
+/// only the services that changed, against its model of the table as last applied (no dump per
+/// change). A full sync (dump, plan everything, repair) runs first, to adopt whatever the kernel
+/// holds, and then every `driftCheckInterval`, so that a service deleted behind the agent's back
+/// is back within that period. Services with draining destinations are read back from the kernel
+/// every `drainPollInterval` until their connections are gone. A service whose operations the
+/// kernel refuses is retried with exponential backoff; the other services go on.
+///
+/// The reconciler never flushes: it touches only the services it owns, those on the addresses of
+/// its interface (see `Ownership`). It binds an address before programming the first service on
+/// it, and only when the kernel has no service on that address already (someone else's); it
+/// releases the address once no service of its own is left on it.
+public actor Reconciler {
+    /// How the reconciler paces itself.
+    public struct Settings: Sendable {
+        /// Between full syncs (dump, plan, repair).
+        public var driftCheckInterval: Duration = .seconds(30)
+        /// How long to wait after a change for more changes, to plan them together.
+        public var syncWindow: Duration = .milliseconds(10)
+        /// How long a leaving destination may hold connections before it is deleted anyway.
+        public var drainTimeout: Duration = .seconds(300)
+        /// How often services with draining destinations are read back from the kernel.
+        public var drainPollInterval: Duration = .seconds(1)
+        /// The first retry of a failing service comes after this; each next one waits twice as long.
+        public var retryBase: Duration = .seconds(1)
+        /// The longest wait between two retries.
+        public var retryMax: Duration = .seconds(60)
+
+        public init() {}
+    }
+
+    /// A service the kernel refused, and when to try again.
+    struct Failure: Sendable {
+        var attempts: Int
+        var error: String
+        var retryAt: ContinuousClock.Instant
+    }
+
+    let kernel: any IPVSKernel
+    let node: any NodePlumbing
+    let settings: Settings
+    let metrics: AgentMetrics
+    let logger: Logger
+    let sourceSummary: String
+    private let doorbell = Doorbell()
+    private let startedAt = Date()
+
+    // What is asked for.
+    private var desiredState: DesiredState?
+    private var sourceProblems: [AgentProblem] = []
+    private var sourceRejection: AgentProblem?
+    private var pendingKeys: Set<ServiceKey> = []
+    private var pendingSince: ContinuousClock.Instant?
+
+    // What the kernel and the node hold, as far as the agent knows.
+    private var desiredTable = DesiredTable()
+    private var applied: IPVSTableIndex = [:]
+    private var drains = DrainTracker()
+    private var bound: Set<IPAddress> = []
+    private var blockedAddresses: [IPAddress: [ServiceKey]] = [:]
+    private var failures: [ServiceKey: Failure] = [:]
+    private var masqueradedEndpoints: Set<IPAddress>?
+    private var lastFullSync: ContinuousClock.Instant?
+    private var fullSyncRetryAt: ContinuousClock.Instant?
+    private var ipv6Prepared = false
+    private var reportedNodeChanges: Set<String> = []
+
+    // What `status` reports.
+    private var ready = false
+    private var lastSync: SyncReport?
+    private var lastFullSyncReport: SyncReport?
+    private var lastKernelError: String?
+    private var lastTrafficRefresh: ContinuousClock.Instant?
+
+    public init(
+        kernel: any IPVSKernel, node: any NodePlumbing, settings: Settings = Settings(), metrics: AgentMetrics,
+        sourceSummary: String, logger: Logger
+    ) {
+        self.kernel = kernel
+        self.node = node
+        self.settings = settings
+        self.metrics = metrics
+        self.sourceSummary = sourceSummary
+        self.logger = logger
+    }
+
+    // MARK: - Input
+
+    /// Takes a source's event; the sync happens in `run()`.
+    public func submit(_ event: SourceEvent) {
+        switch event {
+        case .rejected(let problem):
+            sourceRejection = problem
+            metrics.error(reason: "source_rejected")
+            logger.error("\(problem) (rejected whole: the running table is kept)")
+        case .desired(let state, let problems, let receivedAt):
+            sourceRejection = nil
+            sourceProblems = problems
+            let previous = desiredState ?? DesiredState()
+            var changed = Set<ServiceKey>()
+            for (key, service) in state.services where previous.services[key] != service { changed.insert(key) }
+            for key in previous.services.keys where state.services[key] == nil { changed.insert(key) }
+            desiredState = state
+            if !changed.isEmpty {
+                pendingKeys.formUnion(changed)
+                pendingSince = min(pendingSince ?? receivedAt, receivedAt)
+            }
+        }
+        doorbell.ring()
+    }
+
+    /// Asks for a full sync now (dump, plan, repair), as the drift check does.
+    public func requestFullSync() {
+        lastFullSync = nil
+        doorbell.ring()
+    }
+
+    // MARK: - The loop
+
+    /// Syncs until the task is cancelled. Nothing is touched before the first desired state.
+    public func run() async {
+        logger.info("reconciler started", metadata: ["source": "\(sourceSummary)"])
+        while !Task.isCancelled {
+            await doorbell.wait(until: nextWakeUp())
+            if Task.isCancelled { break }
+            guard desiredState != nil else { continue }
+            let now = ContinuousClock.now
+            if isFullSyncDue(now) {
+                fullSync()
+            } else if !pendingKeys.isEmpty || isIncrementalWorkDue(now) {
+                if !pendingKeys.isEmpty {
+                    // Fold a burst: changes that arrive within the window join this sync.
+                    try? await Task.sleep(for: settings.syncWindow)
+                    if Task.isCancelled { break }
+                }
+                incrementalSync()
+            }
+        }
+        logger.info("reconciler stopped: the kernel's table, the addresses and the rules stay as they are")
+    }
+
+    private func isFullSyncDue(_ now: ContinuousClock.Instant) -> Bool {
+        guard let lastFullSync else { return fullSyncRetryAt.map { now >= $0 } ?? true }
+        return now >= lastFullSync + settings.driftCheckInterval
+    }
+
+    private func isIncrementalWorkDue(_ now: ContinuousClock.Instant) -> Bool {
+        if !drains.isEmpty { return true }
+        return failures.values.contains { $0.retryAt <= now }
+    }
+
+    private func nextWakeUp() -> ContinuousClock.Instant? {
+        guard desiredState != nil else { return nil }
+        let now = ContinuousClock.now
+        var deadlines: [ContinuousClock.Instant] = []
+        if let lastFullSync {
+            deadlines.append(lastFullSync + settings.driftCheckInterval)
+        } else {
+            deadlines.append(fullSyncRetryAt ?? now)
+        }
+        if !drains.isEmpty {
+            deadlines.append(now + settings.drainPollInterval)
+            if let deadline = drains.nextDeadline(timeout: settings.drainTimeout) { deadlines.append(deadline) }
+        }
+        if let retry = failures.values.map(\.retryAt).min() { deadlines.append(retry) }
+        return deadlines.min()
+    }
+
+    // MARK: - Syncs
+
+    /// Dump, plan everything, apply: adopts what is there at start and repairs drift later.
+    func fullSync() {
+        guard let desiredState else { return }
+        let started = ContinuousClock.now
+        prepareNode(for: desiredState)
+        let dump: [ServiceEntry]
+        do {
+            dump = try kernel.dumpTable()
+            bound = try node.boundAddresses()
+        } catch {
+            let backoff = fullSyncRetryAt == nil ? settings.retryBase : settings.retryMax
+            fullSyncRetryAt = .now + min(backoff, settings.retryMax)
+            lastKernelError = "\(error)"
+            metrics.error(reason: "full_sync_read")
+            logger.error("full sync: cannot read the table: \(error) (retrying)")
+            return
+        }
+        applied = Planner.index(dump)
+        refreshTraffic(from: dump)
+        desiredTable = DesiredTable(desiredState, current: applied)
+        let keys = Set(desiredState.services.keys)
+        bindAddresses(for: keys)
+        let planner = Planner(ownership: ownership, drainTimeout: settings.drainTimeout)
+        let plan = planner.plan(desired: desiredTable, current: applied, drains: &drains, now: .now)
+        let (operations, failed) = apply(plan, planned: Set(desiredTable.entries.keys).union(applied.keys))
+        finishSync()
+        let pending = pendingSince
+        pendingKeys = []
+        pendingSince = nil
+        lastFullSync = .now
+        fullSyncRetryAt = nil
+        let report = SyncReport(
+            kind: .full, at: Date(), duration: ContinuousClock.now - started, operations: operations, failed: failed)
+        record(report, pendingSince: pending)
+        lastFullSyncReport = report
+        if !ready {
+            ready = true
+            metrics.ready(true)
+            logger.info(
+                "first full sync done: ready",
+                metadata: [
+                    "services": "\(applied.keys.filter(ownership.owns).count)", "operations": "\(operations)",
+                    "adopted": "\(dump.count)",
+                ])
+        }
+    }
+
+    /// Plans and applies the changed services, those draining and those due for a retry, against
+    /// the table as last applied.
+    func incrementalSync() {
+        guard let desiredState else { return }
+        let started = ContinuousClock.now
+        let now = ContinuousClock.now
+        var keys = pendingKeys
+        let pending = pendingSince
+        pendingKeys = []
+        pendingSince = nil
+        let retries = failures.filter { $0.value.retryAt <= now }.map(\.key)
+        keys.formUnion(retries)
+        keys.formUnion(drains.serviceKeys)
+        if desiredState.services.keys.contains(where: { $0.family == .inet6 }) { prepareNodeForIPv6() }
+
+        for key in keys {
+            if let service = desiredState.services[key] {
+                desiredTable.update(service, kernelOrder: applied[key]?.destinations.map(\.address))
+            } else {
+                desiredTable.remove(key)
+            }
+        }
+        // Draining and failed services: read them back, for their connection counts and for what
+        // the kernel really holds after a refusal.
+        for key in Set(drains.serviceKeys).union(retries) {
+            do {
+                applied[key] = try kernel.service(key)
+            } catch {
+                metrics.error(reason: "kernel_read")
+                logger.warning("cannot read service \(key) back: \(error)")
+            }
+        }
+        bindAddresses(for: keys.filter { desiredState.services[$0] != nil })
+        let planner = Planner(ownership: ownership, drainTimeout: settings.drainTimeout)
+        let plan = planner.plan(changed: keys, desired: desiredTable, current: applied, drains: &drains, now: .now)
+        let (operations, failed) = apply(plan, planned: keys)
+        finishSync()
+        if operations > 0 || pending != nil {
+            record(
+                SyncReport(kind: .incremental, at: Date(), duration: ContinuousClock.now - started, operations: operations, failed: failed),
+                pendingSince: pending)
+        }
+    }
+
+    private var ownership: Ownership { Ownership(boundAddresses: bound) }
+
+    private func record(_ report: SyncReport, pendingSince: ContinuousClock.Instant?) {
+        lastSync = report
+        metrics.syncDuration(report.duration, kind: report.kind)
+        if let pendingSince { metrics.eventToKernel(ContinuousClock.now - pendingSince) }
+        if report.operations > 0 {
+            logger.info(
+                "\(report.kind.rawValue) sync: \(report.operations) operations, \(report.failed) failed",
+                metadata: ["duration": "\(report.duration)"])
+        }
+    }
+
+    /// Applies a plan, records what succeeded in the model, and tracks the failures per service.
+    private func apply(_ plan: Plan, planned keys: some Sequence<ServiceKey>) -> (operations: Int, failed: Int) {
+        let outcome = apply(plan)
+        // A planned service with no failure now needs no retry, whether it had operations or not.
+        for key in keys where !outcome.failedKeys.contains(key) { failures[key] = nil }
+        return (outcome.operations, outcome.failed)
+    }
+
+    private func apply(_ plan: Plan) -> (operations: Int, failed: Int, failedKeys: Set<ServiceKey>) {
+        for key in plan.unownedDesiredServices where blockedAddresses.values.allSatisfy({ !$0.contains(key) }) {
+            logger.debug("service \(key) is on an address the agent does not hold: left alone")
+        }
+        guard !plan.operations.isEmpty else { return (0, 0, []) }
+        let results: [Result<Void, IPVSError>]
+        do {
+            results = try kernel.apply(plan.operations)
+        } catch {
+            results = Array(repeating: .failure(error), count: plan.operations.count)
+        }
+        Planner.record(plan.operations, results: results, into: &applied)
+        lastTrafficRefresh = nil  // the destinations changed: the next scrape reads them anew
+        let now = ContinuousClock.now
+        var failedKeys: [ServiceKey: IPVSError] = [:]
+        var succeededKeys = Set<ServiceKey>()
+        for (operation, result) in zip(plan.operations, results) {
+            switch result {
+            case .success:
+                metrics.netlinkOperation(operation.kind, result: "ok")
+                succeededKeys.insert(operation.serviceKey)
+            case .failure(let error):
+                metrics.netlinkOperation(operation.kind, result: error.reason)
+                metrics.error(reason: "kernel_\(error.reason)")
+                failedKeys[operation.serviceKey] = failedKeys[operation.serviceKey] ?? error
+                logger.warning(
+                    "\(operation): \(error)",
+                    metadata: ["service": "\(desiredState?.services[operation.serviceKey]?.name ?? "\(operation.serviceKey)")"])
+            }
+        }
+        for key in succeededKeys where failedKeys[key] == nil { failures[key] = nil }
+        for (key, error) in failedKeys {
+            let attempts = (failures[key]?.attempts ?? 0) + 1
+            let backoff = min(settings.retryBase * (1 << min(attempts - 1, 20)), settings.retryMax)
+            failures[key] = Failure(attempts: attempts, error: "\(error)", retryAt: now + backoff)
+            // The model may be wrong about this service now: read what the kernel holds.
+            do {
+                applied[key] = try kernel.service(key)
+            } catch {
+                logger.warning("cannot read service \(key) back: \(error)")
+            }
+        }
+        let failed = results.count { if case .failure = $0 { true } else { false } }
+        return (plan.operations.count, failed, Set(failedKeys.keys))
+    }
+
+    // MARK: - Node
+
+    private func prepareNode(for state: DesiredState) {
+        let ipv6 = state.services.keys.contains { $0.family == .inet6 }
+        do {
+            for change in try node.prepare(ipv6: ipv6) where !reportedNodeChanges.contains(change) {
+                // A change is logged once; one that keeps coming back (a sysctl reset by someone, a
+                // read-only /proc/sys) is not repeated at every drift check.
+                reportedNodeChanges.insert(change)
+                logger.notice("node: \(change)")
+            }
+            ipv6Prepared = ipv6Prepared || ipv6
+        } catch {
+            metrics.error(reason: "node_prepare")
+            logger.error("node: \(error)")
+        }
+    }
+
+    private func prepareNodeForIPv6() {
+        guard !ipv6Prepared, let desiredState else { return }
+        prepareNode(for: desiredState)
+    }
+
+    /// Which addresses the given desired services need that are not bound yet: those the agent may
+    /// claim, and those it may not because the table has services on them already (someone else's).
+    public static func addressClaims(
+        for keys: some Sequence<ServiceKey>, bound: Set<IPAddress>, table: IPVSTableIndex
+    ) -> (claimable: Set<IPAddress>, blocked: [IPAddress: [ServiceKey]]) {
+        var needed = Set<IPAddress>()
+        for key in keys {
+            guard case .inet(_, let socket) = key, !bound.contains(socket.address) else { continue }
+            needed.insert(socket.address)
+        }
+        guard !needed.isEmpty else { return ([], [:]) }
+        var blocked: [IPAddress: [ServiceKey]] = [:]
+        for key in table.keys {
+            guard case .inet(_, let socket) = key, needed.contains(socket.address) else { continue }
+            blocked[socket.address, default: []].append(key)
+        }
+        return (needed.subtracting(blocked.keys), blocked.mapValues { $0.sorted() })
+    }
+
+    /// What a full sync would do now, without doing it (`canary-agent plan`).
+    public static func previewPlan(
+        desired: DesiredState, dump: [ServiceEntry], bound: Set<IPAddress>, drainTimeout: Duration = .seconds(300)
+    ) -> Plan {
+        let current = Planner.index(dump)
+        let claims = addressClaims(for: desired.services.keys, bound: bound, table: current)
+        let planner = Planner(ownership: Ownership(boundAddresses: bound.union(claims.claimable)), drainTimeout: drainTimeout)
+        var drains = DrainTracker()
+        return planner.plan(desired: DesiredTable(desired, current: current), current: current, drains: &drains, now: .now)
+    }
+
+    /// Binds the addresses the given desired services need, unless someone else's services are on
+    /// an address already (then those desired services are left unprogrammed and reported).
+    private func bindAddresses(for keys: some Sequence<ServiceKey>) {
+        let claims = Self.addressClaims(for: keys, bound: bound, table: applied)
+        for (address, others) in claims.blocked {
+            if blockedAddresses[address] == nil {
+                metrics.error(reason: "address_in_use")
+                logger.error(
+                    "address \(address) carries services canary-agent did not make (\(others.map(\.description).joined(separator: ", "))): its services are left alone")
+            }
+            blockedAddresses[address] = others
+        }
+        for address in claims.claimable.sorted() {
+            do {
+                try node.bind(address)
+                bound.insert(address)
+                blockedAddresses[address] = nil
+            } catch {
+                metrics.error(reason: "address_bind")
+                logger.error("\(error)")
+            }
+        }
+    }
+
+    /// Releases addresses no desired or remaining service uses, and refreshes the masquerade rules.
+    private func finishSync() {
+        guard let desiredState else { return }
+        var inUse = Set<IPAddress>()
+        for key in desiredState.services.keys { if case .inet(_, let socket) = key { inUse.insert(socket.address) } }
+        for key in applied.keys { if case .inet(_, let socket) = key { inUse.insert(socket.address) } }
+        for address in bound.subtracting(inUse).sorted() {
+            do {
+                try node.unbind(address)
+                bound.remove(address)
+            } catch {
+                metrics.error(reason: "address_unbind")
+                logger.error("\(error)")
+            }
+        }
+        failures = failures.filter { desiredState.services[$0.key] != nil || applied[$0.key] != nil }
+        let desiredAddresses = Set(desiredState.services.keys.compactMap { key -> IPAddress? in
+            if case .inet(_, let socket) = key { socket.address } else { nil }
+        })
+        blockedAddresses = blockedAddresses.filter { desiredAddresses.contains($0.key) }
+
+        var endpoints = Set<IPAddress>()
+        var destinations = 0
+        var services = 0
+        for (key, entry) in applied where ownership.owns(key) {
+            services += 1
+            destinations += entry.destinations.count
+            for destination in entry.destinations where destination.forwarding == .masquerade {
+                endpoints.insert(destination.address.address)
+            }
+        }
+        metrics.programmed(services: services, destinations: destinations)
+        var shares: [String: (target: Double, effective: Double)] = [:]
+        for (key, service) in desiredState.services {
+            guard let assignment = desiredTable.assignments[key] else { continue }
+            shares[service.name] = (service.canaryShare.fraction, assignment.effectiveCanaryShare)
+        }
+        metrics.shares(shares)
+        if endpoints != masqueradedEndpoints {
+            do {
+                try node.updateMasquerade(endpoints: endpoints)
+                masqueradedEndpoints = endpoints
+            } catch {
+                metrics.error(reason: "masquerade_rules")
+                logger.error("\(error)")
+            }
+        }
+    }
+
+    // MARK: - Traffic
+
+    /// Reads the kernel's counters into the per-destination metrics (at most once a second; the
+    /// HTTP endpoint calls it before each scrape).
+    public func refreshTrafficMetrics() {
+        if let last = lastTrafficRefresh, ContinuousClock.now - last < .seconds(1) { return }
+        guard ready, let dump = try? kernel.dumpTable() else { return }
+        refreshTraffic(from: dump)
+    }
+
+    private func refreshTraffic(from dump: [ServiceEntry]) {
+        lastTrafficRefresh = .now
+        let ownership = ownership
+        var rows: [(label: AgentMetrics.DestinationLabel, stats: TrafficStats)] = []
+        for entry in dump where ownership.owns(entry.service.key) {
+            let desired = desiredState?.services[entry.service.key]
+            let canary = Set(desired?.canary.map(\.address) ?? [])
+            let name = desired?.name ?? "\(entry.service.key)"
+            for destination in entry.destinations {
+                rows.append((
+                    AgentMetrics.DestinationLabel(
+                        service: name, destination: "\(destination.address)",
+                        role: canary.contains(destination.address) ? "canary" : (desired == nil ? "leaving" : "stable")),
+                    destination.stats?.traffic ?? TrafficStats()
+                ))
+            }
+        }
+        metrics.traffic(rows)
+    }
+
+    // MARK: - Status
+
+    /// What `canary-agent status` shows.
+    public func status() -> AgentStatus {
+        let state = desiredState ?? DesiredState()
+        let blocked = Dictionary(
+            blockedAddresses.flatMap { address, _ in
+                state.services.keys.filter { if case .inet(_, let s) = $0 { s.address == address } else { false } }
+                    .map { ($0, address) }
+            }, uniquingKeysWith: { first, _ in first })
+        let services = state.services.values.sorted { $0.key < $1.key }.map { service in
+            let assignment = desiredTable.assignments[service.key]
+            var error = failures[service.key]?.error
+            if let address = blocked[service.key] {
+                error = "address \(address) carries services canary-agent did not make: left alone"
+            }
+            let problems = sourceProblems.filter { problem in
+                let object = problem.object.split(separator: " ", maxSplits: 1).last.map(String.init) ?? problem.object
+                return service.name == object || service.name.hasPrefix(object + ":")
+            }
+            return AgentStatus.Service(
+                name: service.name, service: "\(service.key)", scheduler: service.scheduler.rawValue,
+                targetCanaryShare: service.canaryShare.fraction, effectiveCanaryShare: assignment?.effectiveCanaryShare,
+                stable: service.stable.map(\.description), canary: service.canary.map(\.description),
+                programmed: applied[service.key] != nil && ownership.owns(service.key), error: error,
+                problems: problems)
+        }
+        return AgentStatus(
+            source: sourceSummary, ready: ready, startedAt: startedAt, lastSync: lastSync, lastFullSync: lastFullSyncReport,
+            services: services, problems: sourceProblems, sourceError: sourceRejection, kernelError: lastKernelError,
+            addresses: bound.sorted().map(\.description),
+            drainingDestinations: drains.count)
+    }
+
+    /// True once the first full sync is done.
+    public var isReady: Bool { ready }
+
+    /// The desired state as the agent holds it now (for `canary-agent plan` and `explain`).
+    public func currentDesiredState() -> DesiredState? { desiredState }
+}
+
+extension IPVSError {
+    /// A short, stable reason for metrics labels.
+    public var reason: String {
+        switch self {
+        case .notAvailable: "not_available"
+        case .serviceExists: "service_exists"
+        case .serviceNotFound: "service_not_found"
+        case .destinationExists: "destination_exists"
+        case .destinationNotFound: "destination_not_found"
+        case .unknownScheduler: "unknown_scheduler"
+        case .invalidArgument: "invalid_argument"
+        case .kernel: "kernel_error"
+        case .socket: "socket_error"
+        case .netlinkLibrary: "netlink_library"
+        case .malformedMessage: "malformed_message"
+        case .permissionDenied: "permission_denied"
+        }
+    }
+}

@@ -1,0 +1,272 @@
+import CanaryCore
+import IPVS
+import IPVSTestSupport
+import Logging
+import MetricsTestKit
+import Testing
+
+@testable import CanaryAgent
+
+/// The reconciler against the in-memory kernel and node: what it applies, when, and what it leaves.
+@Suite("Reconciler")
+struct ReconcilerTests {
+    static func socket(_ text: String) -> SocketAddress { SocketAddress(text)! }
+    static func key(_ text: String, _ proto: IPProtocol = .tcp) -> ServiceKey { .inet(proto, socket(text)) }
+
+    static func service(
+        _ name: String, _ address: String, stable: [String], canary: [String] = [], share: Int = 0,
+        scheduler: Scheduler = .weightedRoundRobin, proto: IPProtocol = .tcp
+    ) -> DesiredService {
+        DesiredService(
+            name: name, key: key(address, proto), scheduler: scheduler,
+            stable: stable.map { Endpoint(socket($0)) }, canary: canary.map { Endpoint(socket($0)) },
+            canaryShare: CanaryShare(basisPoints: share)!)
+    }
+
+    static let web = service("web", "10.96.0.10:80", stable: ["10.9.1.2:80", "10.9.1.3:80", "10.9.1.4:80"], canary: ["10.9.1.9:80"], share: 1000)
+    static let api = service("api", "10.96.0.11:8080", stable: ["10.9.2.2:8080"], canary: ["10.9.2.9:8080"], share: 2500)
+
+    struct Bench {
+        let kernel: InMemoryIPVS
+        let node: InMemoryNodePlumbing
+        let metrics: TestMetrics
+        let reconciler: Reconciler
+
+        init(kernel: InMemoryIPVS = InMemoryIPVS(), node: InMemoryNodePlumbing = InMemoryNodePlumbing(), settings: Reconciler.Settings = Reconciler.Settings()) {
+            self.kernel = kernel
+            self.node = node
+            metrics = TestMetrics()
+            reconciler = Reconciler(
+                kernel: kernel, node: node, settings: settings, metrics: AgentMetrics(factory: metrics),
+                sourceSummary: "test", logger: Logger(label: "test"))
+        }
+
+        func submit(_ services: [DesiredService]) async {
+            await reconciler.submit(.desired(DesiredState(services: services), problems: [], receivedAt: .now))
+        }
+
+        /// The kernel's table, indexed.
+        func table() throws -> IPVSTableIndex { Planner.index(try kernel.dumpTable()) }
+
+        /// What the desired table holds for these services (weights solved), indexed.
+        static func expected(_ services: [DesiredService], current: IPVSTableIndex = [:]) -> IPVSTableIndex {
+            DesiredTable(DesiredState(services: services), current: current).entries
+        }
+
+        func netlinkOperations(_ kind: String) -> Int64 {
+            metrics.counterTotal(label: "canary_agent_netlink_operations_total", dimensions: [("operation", kind), ("result", "ok")])
+        }
+    }
+
+    /// Weights and addresses only: what decides where traffic goes.
+    static func shape(_ table: IPVSTableIndex) -> [ServiceKey: [SocketAddress: Int32]] {
+        table.mapValues { Dictionary(uniqueKeysWithValues: $0.destinations.map { ($0.address, $0.weight) }) }
+    }
+
+    @Test("the first full sync programs every service, binds its addresses and is then ready")
+    func firstFullSync() async throws {
+        let bench = Bench()
+        await bench.submit([Self.web, Self.api])
+        #expect(await bench.reconciler.isReady == false)
+        await bench.reconciler.fullSync()
+
+        let table = try bench.table()
+        #expect(Self.shape(table) == Self.shape(Bench.expected([Self.web, Self.api])))
+        #expect(bench.node.addresses == [IPAddress("10.96.0.10")!, IPAddress("10.96.0.11")!])
+        #expect(bench.node.masqueraded == Set(["10.9.1.2", "10.9.1.3", "10.9.1.4", "10.9.1.9", "10.9.2.2", "10.9.2.9"].map { IPAddress($0)! }))
+        #expect(await bench.reconciler.isReady)
+        let status = await bench.reconciler.status()
+        #expect(status.services.map(\.programmed) == [true, true])
+        #expect(status.services.first { $0.name == "web" }?.targetCanaryShare == 0.1)
+        #expect(try bench.metrics.expectGauge("canary_agent_services").lastValue == 2)
+        #expect(try bench.metrics.expectGauge("canary_agent_canary_share_target", [("service", "api")]).lastValue == 0.25)
+        #expect(bench.netlinkOperations("add-service") == 2)
+    }
+
+    @Test("a restart adopts the table it left: no operation at all")
+    func adoptionAppliesNothing() async throws {
+        let first = Bench()
+        await first.submit([Self.web, Self.api])
+        await first.reconciler.fullSync()
+        let operationsBefore = first.kernel.log.count
+
+        // A new agent process: same kernel, same interface.
+        let second = Bench(kernel: first.kernel, node: first.node)
+        await second.submit([Self.web, Self.api])
+        await second.reconciler.fullSync()
+        #expect(first.kernel.log.count == operationsBefore)
+        #expect(await second.reconciler.status().lastFullSync?.operations == 0)
+        #expect(await second.reconciler.isReady)
+    }
+
+    @Test("a weight change is applied as destination edits, without dumping the table")
+    func incrementalChangeEditsOnly() async throws {
+        let bench = Bench()
+        await bench.submit([Self.web, Self.api])
+        await bench.reconciler.fullSync()
+        let dumps = bench.kernel.dumps
+        let logged = bench.kernel.log.count
+
+        var web = Self.web
+        web.canaryShare = CanaryShare(basisPoints: 5000)!
+        await bench.submit([web, Self.api])
+        await bench.reconciler.incrementalSync()
+
+        #expect(bench.kernel.dumps == dumps)
+        let operations = bench.kernel.log.dropFirst(logged)
+        #expect(!operations.isEmpty)
+        #expect(operations.allSatisfy { if case .editDestination(let key, _) = $0 { key == web.key } else { false } })
+        #expect(Self.shape(try bench.table()) == Self.shape(Bench.expected([web, Self.api])))
+    }
+
+    @Test("a service someone deleted with ipvsadm is back after the drift check; a foreign service is never touched")
+    func driftIsRepaired() async throws {
+        let foreignKey = Self.key("192.168.50.1:53", .udp)
+        let foreign = ServiceEntry(
+            service: VirtualService(key: foreignKey, scheduler: .roundRobin),
+            destinations: [Destination(address: Self.socket("192.168.50.2:53"), weight: 3)])
+        let bench = Bench(kernel: InMemoryIPVS([foreign]))
+        await bench.submit([Self.web, Self.api])
+        await bench.reconciler.fullSync()
+
+        bench.kernel.tamper { $0[Self.web.key] = nil }
+        await bench.reconciler.fullSync()
+        let table = try bench.table()
+        #expect(Self.shape(table) == Self.shape(Bench.expected([Self.web, Self.api])).merging([foreignKey: [Self.socket("192.168.50.2:53"): 3]]) { a, _ in a })
+        #expect(!bench.kernel.log.contains { $0.serviceKey == foreignKey })
+    }
+
+    @Test("a desired service on an address that holds someone else's service is left alone and reported")
+    func foreignAddressIsNotTaken() async throws {
+        let foreignKey = Self.key("10.96.0.10:443")
+        let foreign = ServiceEntry(service: VirtualService(key: foreignKey, scheduler: .roundRobin))
+        let bench = Bench(kernel: InMemoryIPVS([foreign]))
+        await bench.submit([Self.web, Self.api])
+        await bench.reconciler.fullSync()
+
+        let table = try bench.table()
+        #expect(table[Self.web.key] == nil)
+        #expect(table[Self.api.key] != nil)
+        #expect(!bench.node.addresses.contains(IPAddress("10.96.0.10")!))
+        let status = await bench.reconciler.status()
+        let web = try #require(status.services.first { $0.name == "web" })
+        #expect(web.programmed == false)
+        #expect(web.error?.contains("10.96.0.10") == true)
+    }
+
+    @Test("a service the kernel refuses is retried with backoff while the others sync")
+    func failingServiceIsRetried() async throws {
+        var settings = Reconciler.Settings()
+        settings.retryBase = .milliseconds(1)
+        let bench = Bench(settings: settings)
+        bench.kernel.failOperations(on: Self.web.key, with: .kernel(errno: 12, operation: "add service", subject: "\(Self.web.key)"))
+        await bench.submit([Self.web, Self.api])
+        await bench.reconciler.fullSync()
+
+        #expect(try bench.table()[Self.api.key] != nil)
+        #expect(try bench.table()[Self.web.key] == nil)
+        var status = await bench.reconciler.status()
+        #expect(status.services.first { $0.name == "web" }?.error?.contains("add service") == true)
+        #expect(status.services.first { $0.name == "api" }?.error == nil)
+
+        bench.kernel.failOperations(on: Self.web.key, with: nil)
+        try await Task.sleep(for: .milliseconds(5))
+        await bench.reconciler.incrementalSync()
+        #expect(Self.shape(try bench.table()) == Self.shape(Bench.expected([Self.web, Self.api])))
+        status = await bench.reconciler.status()
+        #expect(status.services.allSatisfy { $0.error == nil && $0.programmed })
+    }
+
+    @Test("a rejected input keeps the running table and is reported")
+    func rejectedInputKeepsTable() async throws {
+        let bench = Bench()
+        await bench.submit([Self.web])
+        await bench.reconciler.fullSync()
+        let before = try bench.table()
+
+        await bench.reconciler.submit(.rejected(AgentProblem(object: "config.yaml:7", field: "services[0].port", message: "70000 is not a port")))
+        await bench.reconciler.incrementalSync()
+        await bench.reconciler.fullSync()
+        #expect(Self.shape(try bench.table()) == Self.shape(before))
+        let status = await bench.reconciler.status()
+        #expect(status.sourceError?.field == "services[0].port")
+        #expect(try bench.metrics.expectCounter("canary_agent_errors_total", [("reason", "source_rejected")]).values.count == 1)
+    }
+
+    @Test("a removed service drains: weight 0 first, deleted once its connections are gone, then its address is released")
+    func removedServiceDrains() async throws {
+        let bench = Bench()
+        await bench.submit([Self.web, Self.api])
+        await bench.reconciler.fullSync()
+        let endpoint = Self.socket("10.9.2.2:8080")
+        bench.kernel.setConnections(active: 3, inactive: 0, of: endpoint, in: Self.api.key)
+
+        await bench.submit([Self.web])
+        await bench.reconciler.incrementalSync()
+        let api = try #require(try bench.table()[Self.api.key])
+        #expect(api.destinations.first { $0.address == endpoint }?.weight == 0)
+        #expect(bench.node.addresses.contains(IPAddress("10.96.0.11")!))
+
+        bench.kernel.setConnections(active: 0, inactive: 0, of: endpoint, in: Self.api.key)
+        await bench.reconciler.incrementalSync()
+        #expect(try bench.table()[Self.api.key] == nil)
+        #expect(!bench.node.addresses.contains(IPAddress("10.96.0.11")!))
+        #expect(bench.node.addresses.contains(IPAddress("10.96.0.10")!))
+    }
+
+    @Test("changes that arrive before a sync are applied together, timed from the first")
+    func burstIsOneSync() async throws {
+        let bench = Bench()
+        await bench.submit([Self.web])
+        await bench.reconciler.fullSync()
+        let firstChange = ContinuousClock.now
+        var web = Self.web
+        for percent in [20, 30, 40] {
+            web.canaryShare = CanaryShare(basisPoints: percent * 100)!
+            await bench.reconciler.submit(.desired(DesiredState(services: [web, Self.api]), problems: [], receivedAt: firstChange))
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        await bench.reconciler.incrementalSync()
+        #expect(Self.shape(try bench.table()) == Self.shape(Bench.expected([web, Self.api])))
+        let incremental = bench.metrics.timers(label: "canary_agent_sync_duration_seconds", dimensions: [("kind", "incremental")])
+        #expect(incremental.flatMap(\.values).count == 1)
+        // One latency for the full sync of the first state, one for the burst.
+        let latencies = bench.metrics.timers(label: "canary_agent_event_to_kernel_seconds").flatMap(\.values)
+        #expect(latencies.count == 2)
+        #expect((latencies.last ?? 0) >= 15_000_000, "measured from the first change, 3 × 5 ms before the sync")
+    }
+
+    @Test("the loop applies a change within its window and repairs drift at its period")
+    func loopAppliesChangesAndChecksDrift() async throws {
+        var settings = Reconciler.Settings()
+        settings.syncWindow = .milliseconds(20)
+        settings.driftCheckInterval = .milliseconds(300)
+        let bench = Bench(settings: settings)
+        let loop = Task { await bench.reconciler.run() }
+        defer { loop.cancel() }
+
+        await bench.submit([Self.web])
+        try await waitUntil { await bench.reconciler.isReady }
+        var web = Self.web
+        web.canaryShare = CanaryShare(basisPoints: 4000)!
+        await bench.submit([web, Self.api])
+        try await waitUntil { Self.shape(try bench.table()) == Self.shape(Bench.expected([web, Self.api])) }
+        #expect(bench.metrics.timers(label: "canary_agent_event_to_kernel_seconds").flatMap(\.values).count >= 1)
+
+        bench.kernel.tamper { $0.removeAll() }
+        try await waitUntil { Self.shape(try bench.table()) == Self.shape(Bench.expected([web, Self.api])) }
+        loop.cancel()
+        await loop.value
+    }
+
+    /// Waits for a condition the loop makes true (bounded, so a broken loop fails instead of hanging).
+    func waitUntil(_ condition: () async throws -> Bool, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        // Generous: other suites running beside this one can hold the cooperative threads for a while.
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("condition not met within 120 s", sourceLocation: sourceLocation)
+    }
+}
