@@ -428,17 +428,18 @@ def sh_node_label(b: Bench, r: Record) -> None:
     name, service, vip = "default/web:http", "TCP 10.96.0.30:80", "10.96.0.30:80"
     wait_destinations(service, set(endpoints(v1[:4] + v2[:1])), scheduler="sh")
     effective = wait_converged(agent, name, service, 0.20, scheduler="sh")
-    sticky = bench.burst(vip, 2000, sources="10.250.1.1+20", per_source=True)
+    repeats = 100 if CONNECTIONS >= 2000 else max(2, CONNECTIONS // 20)  # smaller only in quick debugging runs
+    sticky = bench.burst(vip, 20 * repeats, sources="10.250.1.1+20", per_source=True)
     moved = {src: pods for src, pods in sticky["by_source"].items() if len(pods) > 1}
-    r.check("each of 20 client addresses keeps its backend across 100 connections", not moved and sticky["failed"] == 0,
+    r.check(f"each of 20 client addresses keeps its backend across {repeats} connections", not moved and sticky["failed"] == 0,
             f"{len(moved)} addresses saw more than one pod; {sticky['ok']} ok, {sticky['failed']} failed")
-    spread = bench.burst(vip, 2400, sources=CLIENT_SOURCES, per_source=True)
+    spread = bench.burst(vip, 600 * (4 if CONNECTIONS >= 2000 else 1), sources=CLIENT_SOURCES, per_source=True)
     per_address = {}
     for pods in spread["by_source"].values():
         version = "v2" if any(p.startswith("web-v2") for p in pods) else "v1"
         per_address[version] = per_address.get(version, 0) + 1
     moved = sum(1 for pods in spread["by_source"].values() if len(pods) > 1)
-    r.check("600 client addresses × 4 connections: each address on one backend", moved == 0, f"{moved} moved")
+    r.check(f"600 client addresses × {spread['total'] // 600} connections: each address on one backend", moved == 0, f"{moved} moved")
     r.measure("sh, weight 20, share of 600 client addresses", dict(spread, by_version=per_address), "v2", 0.20,
               effective, "sh", trials=len(spread["by_source"]), trials_what="client addresses")
     # The flip: long-lived connections and continuous load while the Node label changes.
@@ -504,10 +505,10 @@ def drain(b: Bench, r: Record) -> None:
                k8s.service("shop", "10.96.0.50", k8s.canary_annotations("shop-canary", "50")),
                k8s.service("shop-canary", "10.96.0.51", labels={}),
                k8s.slice_for("shop", v1[:2]), k8s.slice_for("shop-canary", [canary_pod])])
-    agent = b.kube_agent("drain", ["--drain-timeout", "60"]).start()
+    agent = b.kube_agent("drain", ["--drain-timeout", "300"]).start()
     name, service, vip = "default/shop:http", "TCP 10.96.0.50:80", "10.96.0.50:80"
     wait_converged(agent, name, service, 0.5, {canary_pod.endpoint}, "wrr")
-    held = bench.hold(vip, b.out("drain-hold.json"), connections=16, interval=0.5)
+    held = bench.hold(vip, b.out("drain-hold.json"), connections=16, interval=0.5, abort_on_close=True)
     time.sleep(4)
     on_canary = [c for c in held.counters()["connections"] if canary_pod.name in c["pods"]]
     r.check("some long-lived connections are on the canary pod", len(on_canary) > 0, f"{len(on_canary)} of 16")
@@ -535,8 +536,11 @@ def drain(b: Bench, r: Record) -> None:
             f"{held_result['ok']} requests ok, {held_result['failed']} failed; on the canary: "
             + ", ".join(str(c["pods"]) for c in kept[:4]))
     began = time.monotonic()
+    # The connections end with a reset: IPVS keeps them 10 s in CLOSE, then the destination has
+    # neither active nor inactive connections and the agent removes it (long before the drain timeout).
     wait_for("the drained destination's removal", lambda: canary_pod.endpoint not in bench.ipvs_table()[service].destinations, 90, 1)
-    r.check("the destination is deleted once drained", True, f"{time.monotonic() - began:.0f}s after the last connection closed")
+    r.check("the destination is deleted once drained (not by the 300 s drain timeout)", True,
+            f"{time.monotonic() - began:.0f}s after the last connection closed")
 
 
 @scenario(6, "sigkill", "The agent killed with SIGKILL under load and started again: no failure, no lost or duplicated entry")

@@ -395,7 +395,7 @@ class HeldConnection:
 
 def hold(target: str, sources: list[str], out: str, connections: int = 8, duration: float = 60.0,
          interval: float = 1.0, timeout: float = 10.0, netns: str | None = None,
-         stop: threading.Event | None = None) -> dict:
+         stop: threading.Event | None = None, abort_on_close: bool = False) -> dict:
     """Long-lived keep-alive connections, one request each every ``interval`` s, for ``duration`` s
     (or until ``stop`` is set; in the main thread also SIGTERM). A connection that breaks is a failure
     and is not reopened."""
@@ -495,6 +495,10 @@ def hold(target: str, sources: list[str], out: str, connections: int = 8, durati
     for connection in held:
         if connection.sock is not None and not connection.closed:
             selector.unregister(connection.sock)
+            if abort_on_close:
+                # A reset: IPVS forgets the connection after its CLOSE timeout (10 s) instead of
+                # counting it inactive through FIN_WAIT/TIME_WAIT (2 minutes).
+                connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
             connection.sock.close()
             connection.closed = True
     return report(True)
