@@ -115,7 +115,7 @@ json.dump({
     "agent": agent, "agent_reason": agent_reason, "repo": repo,
     "repeat": int(os.environ.get("CANARY_PERF_REPEAT", "1" if small else "2")),
     "dump_repeat": 3, "idle_seconds": 15 if small else 60, "drift_check_interval": 30,
-    "ready_timeout": 900, "changes": 50 if small else 1000, "vm_memory": memory, "vm_cpus": int(cpus),
+    "ready_timeout": 300 if small else 900, "changes": 50 if small else 1000, "vm_memory": memory, "vm_cpus": int(cpus),
 }, open(path, "w"), indent=1)
 EOF
 
@@ -126,7 +126,7 @@ else
     kernel=$(find /boot -maxdepth 1 -name 'vmlinuz-*' -print | sort -V | tail -n 1)
 fi
 [ -n "$kernel" ] && [ -r "$kernel" ] || die "no readable kernel image in /boot: run Tests/vm/install-deps.sh"
-vm_timeout=${CANARY_VM_TIMEOUT:-$([ "$small" = 1 ] && echo 900 || echo 5400)}
+vm_timeout=${CANARY_VM_TIMEOUT:-$([ "$small" = 1 ] && echo 1200 || echo 5400)}
 say "booting VM (${kernel##*/}, $memory, $cpus cpus, timeout ${vm_timeout}s); raw results in $run_dir"
 started=$(date +%s)
 set +e
