@@ -725,45 +725,49 @@ def bad_input(b: Bench, r: Record) -> None:
     victim_before = snapshot(victim_service)
     load = bench.load("10.96.0.90:80", b.out("bad-load.json"), rate=20)
     victim_load = bench.load("10.96.0.92:80", b.out("bad-victim-load.json"), rate=15)
+    victim = lambda annotations, **extra: k8s.service("victim", "10.96.0.92", annotations, **extra)  # noqa: E731
+    # (what, the object, a word the agent's problem must name)
     bad_inputs = [
-        ("canary-weight 'abc'", k8s.service("victim", "10.96.0.92", k8s.canary_annotations("victim-canary", "abc"))),
-        ("canary-weight '150'", k8s.service("victim", "10.96.0.92", k8s.canary_annotations("victim-canary", "150"))),
-        ("canary-weight '-1'", k8s.service("victim", "10.96.0.92", k8s.canary_annotations("victim-canary", "-1"))),
-        ("canary-weight '1e3'", k8s.service("victim", "10.96.0.92", k8s.canary_annotations("victim-canary", "1e3"))),
-        ("canary Service that does not exist", k8s.service("victim", "10.96.0.92", k8s.canary_annotations("nope", "10"))),
-        ("unknown scheduler", k8s.service("victim", "10.96.0.92", k8s.canary_annotations("victim-canary", "10", "bogus"))),
-        ("Service without ClusterIP", k8s.service("victim", "10.96.0.92", k8s.canary_annotations("victim-canary", "10"), headless=True)),
+        ("canary-weight 'abc'", victim(k8s.canary_annotations("victim-canary", "abc")), "abc"),
+        ("canary-weight '150'", victim(k8s.canary_annotations("victim-canary", "150")), "150"),
+        ("canary-weight '-1'", victim(k8s.canary_annotations("victim-canary", "-1")), "-1"),
+        ("canary-weight '1e3'", victim(k8s.canary_annotations("victim-canary", "1e3")), "1e3"),
+        ("canary Service that does not exist", victim(k8s.canary_annotations("nope", "10")), "nope"),
+        ("unknown scheduler", victim(k8s.canary_annotations("victim-canary", "10", "bogus")), "bogus"),
+        ("Service without ClusterIP", victim(k8s.canary_annotations("victim-canary", "10"), headless=True), "clusterip"),
     ]
+
     def victim_problem() -> str:
         status = agent.status()
         texts = [json.dumps(p) for p in service_problems(status_entry(agent, "default/victim:http"))]
         texts += [json.dumps(p) for p in status.get("problems", []) if "victim" in json.dumps(p)]
-        return " ".join(sorted(set(texts)))
+        return "\n".join(sorted(set(texts)))
 
     def victim_events() -> list[dict]:
         return [e for e in b.api.events() if (e.get("involvedObject") or {}).get("name") == "victim"]
 
-    good_weight, previous_problem = 20, victim_problem()
-    r.check("no problem reported for the good Services at the start", previous_problem == "", previous_problem[:200])
-    for what, obj in bad_inputs:
+    good_weight, initial_problem = 20, victim_problem()
+    r.check("no problem reported for the good Services at the start", initial_problem == "", initial_problem[:200])
+    for what, obj, word in bad_inputs:
         events_before = len(victim_events())
         b.api.put(obj)
         try:
-            problem = wait_for(f"a new problem reported for {what}",
-                               lambda: (lambda text: text if text and text != previous_problem else None)(victim_problem()), 30)
+            problem = wait_for(f"the problem of {what} in the agent's status",
+                               lambda: (lambda text: text if word in text.lower() else None)(victim_problem()), 30)
         except CheckFailed as error:
             problem = ""
             r.note(str(error))
-        previous_problem = problem or previous_problem
         # Meanwhile another Service keeps syncing: change its weight and see it converge.
         good_weight = 30 if good_weight == 20 else 20
         b.api.put(good(str(good_weight)))
         wait_converged(agent, good_name, good_service, good_weight / 100, {v2[0].endpoint}, "wrr", timeout=30)
         victim_now = snapshot(victim_service)
         new_events = victim_events()[events_before:]
+        now_problems = problem.split("\n") if problem else []
         r.check(f"{what}: the victim keeps its last programmed state, the problem shows in status, "
                 f"the other Service keeps syncing", victim_now == victim_before and bool(problem),
-                f"status: {problem[:160] or 'NO PROBLEM REPORTED'}; new Events: {[e.get('reason') for e in new_events]}; "
+                f"status now ({len(now_problems)} problem(s) of the victim): " + " | ".join(p[:200] for p in now_problems)
+                + f"; new Events: {[e.get('reason') for e in new_events]}; "
                 f"table {'unchanged' if victim_now == victim_before else 'CHANGED: ' + str(victim_now)}")
     events = victim_events()
     r.check("Warning Events were recorded on the victim Service", len(events) >= 1,
@@ -800,6 +804,20 @@ def node_and_hairpin(b: Bench, r: Record) -> None:
     r.measure(f"hairpin: from {caller.name}, a backend of the Service", result, "v2", 0.25, effective, "wrr")
     r.check(f"hairpin: {caller.name} reached itself through the Service", result["by_pod"].get(caller.name, 0) > 0,
             f"by pod: {result['by_pod']}")
+    if result["failed"]:
+        # Diagnosis for the report: a pod whose connection lands on ANOTHER pod of the same bridge gets
+        # that pod's answer straight over the bridge (same subnet), never through IPVS to be un-NATed,
+        # unless the agent masquerades it or bridged traffic goes through netfilter (br_netfilter, as
+        # on a kubeadm node). Measure again with br_netfilter on, to say which.
+        bench.sh("modprobe", "br_netfilter", check=False)
+        bench.sh("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", check=False)
+        try:
+            again = bench.burst("10.96.0.100:80", CONNECTIONS, sources="", netns=caller.namespace)
+            r.note(f"hairpin diagnosis: with br_netfilter and net.bridge.bridge-nf-call-iptables=1 the same "
+                   f"{CONNECTIONS} connections from {caller.name}: {again['ok']} ok, {again['failed']} failed, by pod "
+                   f"{again['by_pod']}; without it only the connections to {caller.name} itself were answered")
+        finally:
+            bench.sh("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", check=False)
 
 
 # ------------------------------------------------------------------------------------ main
