@@ -79,10 +79,19 @@ struct AgentKernelTests {
             return try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
         }
 
-        /// Stops it the way systemd and the kubelet do, and waits for it.
+        /// Stops it the way systemd and the kubelet do, and waits for it (30 s at most: then it is
+        /// killed, the test fails and its log is shown).
         func terminate() -> Int32 {
             process.terminate()
-            process.waitUntilExit()
+            let deadline = Date().addingTimeInterval(30)
+            while process.isRunning && Date() < deadline { usleep(50_000) }
+            if process.isRunning {
+                Issue.record("the agent did not stop within 30 s of SIGTERM:\n\(output)")
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+                return -1
+            }
+            if process.terminationStatus != 0 { Issue.record("the agent exited \(process.terminationStatus):\n\(output)") }
             return process.terminationStatus
         }
 
