@@ -1,4 +1,5 @@
 import IPVS
+import Synchronization
 
 /// Weights for wrr, and for the schedulers that weigh destinations proportionally.
 ///
@@ -36,6 +37,26 @@ enum WeightedRoundRobinSolver {
     /// that differ by at most 1 within a group.
     static func split(stableCount: Int, canaryCount: Int, basisPoints: Int) -> Split {
         precondition(stableCount > 0 && canaryCount > 0 && (1...9_999).contains(basisPoints))
+        // A pure function of three small numbers, and a cluster has few distinct shapes: remember them.
+        let key = SplitKey(stableCount: stableCount, canaryCount: canaryCount, basisPoints: basisPoints)
+        if let known = splitCache.withLock({ $0[key] }) { return known }
+        let split = computeSplit(stableCount: stableCount, canaryCount: canaryCount, basisPoints: basisPoints)
+        splitCache.withLock { cache in
+            if cache.count >= 4096 { cache.removeAll(keepingCapacity: true) }
+            cache[key] = split
+        }
+        return split
+    }
+
+    struct SplitKey: Hashable {
+        var stableCount: Int
+        var canaryCount: Int
+        var basisPoints: Int
+    }
+
+    private static let splitCache = Mutex<[SplitKey: Split]>([:])
+
+    private static func computeSplit(stableCount: Int, canaryCount: Int, basisPoints: Int) -> Split {
         let unequal = shortestSplit(stableCount: stableCount, canaryCount: canaryCount, basisPoints: basisPoints)
         let limit = max(longCycle, 2 * unequal.cycle)
         return shortestEqualSplit(

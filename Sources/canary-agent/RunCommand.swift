@@ -195,7 +195,11 @@ struct ListenAddress {
 struct ReconcilerService: ServiceLifecycle.Service {
     let reconciler: Reconciler
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await reconciler.run() }
+        do {
+            try await cancelWhenGracefulShutdown { await reconciler.run() }
+        } catch is CancellationError {
+            // Graceful shutdown cancels the loop: a normal end.
+        }
     }
 }
 
@@ -205,8 +209,12 @@ struct SourceService: ServiceLifecycle.Service {
     let reconciler: Reconciler
     let logger: Logger
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            try await source.run { event in await reconciler.submit(event) }
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await source.run { event in await reconciler.submit(event) }
+            }
+        } catch is CancellationError {
+            // Graceful shutdown cancels the source: a normal end.
         }
     }
 }

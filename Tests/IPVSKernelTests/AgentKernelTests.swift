@@ -68,15 +68,30 @@ struct AgentKernelTests {
             try run(agentPath, arguments + ["--agent", "127.0.0.1:\(port)"])
         }
 
+        /// `status --output json`, whatever its exit status (2 when the agent reports an error).
         func status() throws -> [String: Any] {
-            let text = try cli(["status", "--output", "json"])
+            let text: String
+            do {
+                text = try cli(["status", "--output", "json"])
+            } catch let failure as CommandFailure where failure.status == 2 {
+                text = failure.stdout
+            }
             return try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
         }
 
-        /// Stops it the way systemd and the kubelet do, and waits for it.
+        /// Stops it the way systemd and the kubelet do, and waits for it (30 s at most: then it is
+        /// killed, the test fails and its log is shown).
         func terminate() -> Int32 {
             process.terminate()
-            process.waitUntilExit()
+            let deadline = Date().addingTimeInterval(30)
+            while process.isRunning && Date() < deadline { usleep(50_000) }
+            if process.isRunning {
+                Issue.record("the agent did not stop within 30 s of SIGTERM:\n\(output)")
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+                return -1
+            }
+            if process.terminationStatus != 0 { Issue.record("the agent exited \(process.terminationStatus):\n\(output)") }
             return process.terminationStatus
         }
 

@@ -83,6 +83,9 @@ struct AgentKubernetesKernelTests {
 
         deinit {
             process.terminate()
+            let deadline = Date().addingTimeInterval(10)
+            while process.isRunning && Date() < deadline { usleep(50_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
     }
@@ -116,9 +119,9 @@ struct AgentKubernetesKernelTests {
                 "-a -t 10.96.8.1:80 -r 10.8.1.9:8080 -m -w 1",
             ]
             #expect(try AgentKernelTests.saved() == expected.sorted(), "\(agent.output)")
-            let status = try agent.cli(["status"])
-            #expect(status.contains("kubernetes https://"), "\(status)")
-            #expect(status.contains("default/web:http"), "\(status)")
+            let status = try agent.status()
+            #expect((status["source"] as? String)?.hasPrefix("kubernetes https://") == true, "\(status)")
+            #expect(((status["services"] as? [[String: Any]]) ?? []).contains { $0["name"] as? String == "default/web:http" }, "\(status)")
 
             // The weight to 50%: stable 1 each, canary 3.
             try server.put(Self.web(weight: "50"))
@@ -130,7 +133,7 @@ struct AgentKubernetesKernelTests {
             let table = try AgentKernelTests.saved()
             try server.put(Self.web(weight: "150"))
             try AgentKernelTests.eventually("the bad weight is reported") {
-                try agent.cli(["status", "--output", "json"]).contains("canary-weight")
+                ((try agent.status()["problems"] as? [[String: Any]]) ?? []).contains { ($0["field"] as? String)?.contains("canary-weight") == true }
             }
             #expect(try AgentKernelTests.saved() == table)
             try server.put(Self.web(weight: "50"))

@@ -18,7 +18,7 @@ func run(_ executable: String, _ arguments: [String], input: String? = nil) thro
     process.waitUntilExit()
     guard process.terminationStatus == 0 else {
         throw CommandFailure(command: ([executable] + arguments).joined(separator: " "), status: process.terminationStatus,
-                             stderr: String(decoding: err, as: UTF8.self))
+                             stderr: String(decoding: err, as: UTF8.self), stdout: String(decoding: out, as: UTF8.self))
     }
     return String(decoding: out, as: UTF8.self)
 }
@@ -27,6 +27,7 @@ struct CommandFailure: Error, CustomStringConvertible {
     var command: String
     var status: Int32
     var stderr: String
+    var stdout = ""
     var description: String { "\(command) exited \(status): \(stderr)" }
 }
 

@@ -1,4 +1,5 @@
 import CanaryCore
+import Foundation
 import IPVS
 import StaticConfig
 import Testing
@@ -93,5 +94,14 @@ struct StaticConfigurationTests {
     func stableAndCanary() {
         let yaml = "services:\n  - name: a\n    address: 10.0.0.1\n    port: 80\n    stable: [10.0.0.2:80]\n    canary:\n      weight: 5\n      endpoints: [10.0.0.2:80]\n"
         #expect(throws: StaticConfigurationError.self) { try StaticConfiguration(yaml: yaml, file: "agent.yaml") }
+    }
+
+    @Test("the example the systemd unit ships (systemd/config.example.yaml) is a valid file")
+    func shippedExample() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("systemd/config.example.yaml").path
+        let configuration = try StaticConfiguration(yaml: try String(contentsOfFile: path, encoding: .utf8), file: path)
+        #expect(configuration.services.count == 4)
+        #expect(configuration.services.contains { $0.key.family == .inet6 && $0.persistence != nil })
     }
 }

@@ -23,7 +23,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 
 scratch=${SWIFT_SCRATCH_PATH:-.build}
-filter=${CANARY_KERNEL_TEST_FILTER:-'^IPVSKernelTests\.'}
+filter=${CANARY_KERNEL_TEST_FILTER:-'^(IPVSKernelTests|NodeNetworkTests)\.'}
 memory=${CANARY_VM_MEMORY:-2G}
 cpus=${CANARY_VM_CPUS:-2}
 vm_timeout=${CANARY_VM_TIMEOUT:-1500}
