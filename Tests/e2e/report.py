@@ -175,7 +175,10 @@ def render(results: dict, vm_seconds: float | None) -> tuple[str, list[dict]]:
         f"clients with 600 source addresses). Scenarios took {results.get('seconds', 0):.0f} s"
         + (f", the whole VM run {vm_seconds:.0f} s" if vm_seconds else "") + ".",
         "",
-        f"**{passed} of {len(scenarios)} scenarios passed.**",
+        f"**{passed} of {len(scenarios)} scenarios passed.** New connections per measurement: "
+        f"{results.get('connections_per_measurement', '?')}"
+        + (" (a quick debugging run: issue 6 asks for at least 2,000)"
+           if int(results.get('connections_per_measurement') or 0) < 2000 else "") + ".",
         "",
         "![target, effective and observed share per measurement](report.png)",
         "",
