@@ -28,6 +28,13 @@ public struct LinuxNodePlumbing: NodePlumbing {
         var settings = SysctlSetting.ipvsRequired
         if ipv6 { settings.append(SysctlSetting.ipv6Forwarding) }
         var lines: [String] = []
+        if (try? sysctls.read(SysctlSetting.bridgeNetfilter[0].name)) != nil {
+            settings += SysctlSetting.bridgeNetfilter
+        } else {
+            lines.append(
+                "br_netfilter is not loaded: a client on the same bridge as the backend it is given gets no answer "
+                    + "(load br_netfilter, as Kubernetes nodes do, or run with --masquerade-all)")
+        }
         for setting in settings {
             do {
                 lines += try sysctls.ensure([setting]).map { "sysctl \($0)" }

@@ -39,6 +39,16 @@ public struct SysctlSetting: Hashable, Sendable, CustomStringConvertible {
     /// router ignores router advertisements (unless accept_ra=2), which can take the node's own
     /// IPv6 default route away. The agent sets it only when it serves an IPv6 address.
     public static let ipv6Forwarding = SysctlSetting("net.ipv6.conf.all.forwarding", "1")
+
+    /// Bridged traffic through netfilter (br_netfilter), as every Kubernetes node has it: a client
+    /// pod on the same bridge as the backend IPVS picks for it gets the backend's reply straight over
+    /// the bridge, never through IPVS to be translated back, unless bridged packets pass the IP
+    /// hooks. Set only when the keys exist (the br_netfilter module is loaded); the agent does not
+    /// load the module itself.
+    public static let bridgeNetfilter: [SysctlSetting] = [
+        SysctlSetting("net.bridge.bridge-nf-call-iptables", "1"),
+        SysctlSetting("net.bridge.bridge-nf-call-ip6tables", "1"),
+    ]
 }
 
 /// A value the agent changed, for its log.

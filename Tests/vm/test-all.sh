@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs ALL the tests: every suite on the host (`swift test`; the kernel suites skip there, naming
-# the reason), then the kernel suites inside a VM with a real IPVS kernel (run-kernel-tests.sh).
-# Exits non-zero if either fails. Install what it needs first with Tests/vm/install-deps.sh.
+# the reason), the packaging checks (Tests/packaging/validate.sh), the kernel suites inside a VM with
+# a real IPVS kernel (run-kernel-tests.sh), then the end-to-end scenarios with real traffic in a VM
+# (Tests/e2e/run.sh). Exits non-zero if any part fails. Install what it needs first with
+# Tests/vm/install-deps.sh.
 #
 #   bash Tests/vm/test-all.sh
 #
@@ -41,11 +43,20 @@ bash "$repo/Tests/vm/run-kernel-tests.sh" 2>&1 | tee "$vm_output"
 vm_status=${PIPESTATUS[0]}
 vm_seconds=$(( $(date +%s) - vm_started ))
 
-say "host tests: exit $host_status (${host_seconds}s); packaging: exit $packaging_status; VM kernel tests: exit $vm_status (${vm_seconds}s)"
-if [ "$host_status" -ne 0 ] || [ "$packaging_status" -ne 0 ] || [ "$vm_status" -ne 0 ]; then
+# End to end: the ten scenarios with real traffic in a VM (Tests/e2e/run.sh), with the agent the
+# steps above built. Report: e2e-results/report.md and report.png (CANARY_E2E_RESULTS moves it).
+e2e_started=$(date +%s)
+say "end to end: Tests/e2e/run.sh (report in ${CANARY_E2E_RESULTS:-e2e-results}/report.md)"
+CANARY_E2E_SCRATCH_PATH=$scratch CANARY_E2E_SKIP_BUILD=1 bash "$repo/Tests/e2e/run.sh" </dev/null
+e2e_status=$?
+e2e_seconds=$(( $(date +%s) - e2e_started ))
+
+say "host tests: exit $host_status (${host_seconds}s); packaging: exit $packaging_status; VM kernel tests: exit $vm_status (${vm_seconds}s); end to end: exit $e2e_status (${e2e_seconds}s)"
+if [ "$host_status" -ne 0 ] || [ "$packaging_status" -ne 0 ] || [ "$vm_status" -ne 0 ] || [ "$e2e_status" -ne 0 ]; then
     [ "$host_status" -ne 0 ] && say "FAILED: host tests"
     [ "$packaging_status" -ne 0 ] && say "FAILED: packaging checks"
     [ "$vm_status" -ne 0 ] && say "FAILED: VM kernel tests"
+    [ "$e2e_status" -ne 0 ] && say "FAILED: end-to-end scenarios (see ${CANARY_E2E_RESULTS:-e2e-results}/report.md)"
     grep '^vm: [0-9]* passed, ' "$vm_output" | tail -n 1
     exit 1
 fi
