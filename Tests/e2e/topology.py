@@ -152,7 +152,11 @@ class Topology:
         for backend in self.backends:
             root += [f"netns add {backend.namespace}",
                      f"link add {backend.host_link} type veth peer name eth0 netns {backend.namespace}",
-                     f"link set {backend.host_link} master {BRIDGE} up"]
+                     f"link set {backend.host_link} master {BRIDGE} up",
+                     # As kubelet (--hairpin-mode) and the CNI bridge plugin (hairpinMode) do on a
+                     # node: a frame may leave by the port it came in, which a pod reaching itself
+                     # through a Service needs once bridged traffic passes netfilter (br_netfilter).
+                     f"link set dev {backend.host_link} type bridge_slave hairpin on"]
         root += [f"netns add {self.client_namespace}",
                  f"link add {CLIENT_LINK} type veth peer name eth0 netns {self.client_namespace}",
                  f"addr add {CLIENT_GATEWAY}/16 dev {CLIENT_LINK}", f"link set {CLIENT_LINK} up"]
