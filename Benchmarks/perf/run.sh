@@ -30,7 +30,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bench=$(dirname "$here")
 repo=$(dirname "$bench")
 command_line="bash Benchmarks/perf/run.sh${*:+ $*}"
-for name in CANARY_PERF_REPEAT CANARY_PERF_IPVSADM_MAX CANARY_PERF_SIZES CANARY_PERF_CONTENDERS CANARY_PERF_CHANGES CANARY_PERF_CHANGE_BUDGET; do
+for name in CANARY_PERF_REPEAT CANARY_PERF_IPVSADM_MAX CANARY_PERF_SIZES CANARY_PERF_CONTENDERS CANARY_PERF_CHANGES CANARY_PERF_CHANGE_BUDGET CANARY_PERF_DAEMON_FIRST CANARY_PERF_AGENT; do
     [ -n "${!name:-}" ] && command_line="$name=${!name} $command_line"
 done
 
