@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import subprocess
 import sys
 import time
@@ -200,15 +201,23 @@ def http_status(url: str) -> int:
         return 0
 
 
-def http_text(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def http_text(url: str, timeout: float = 10) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read().decode()
 
 
+SCRAPE_SECONDS: list[float] = []
+
+
 def metrics(listen: str) -> dict[str, float]:
-    """Prometheus text → {'name{labels}': value}."""
+    """Prometheus text → {'name{labels}': value}. A scrape makes the agent read the whole table
+    from the kernel first (per-destination traffic), so at 10,000 services it takes as long as a
+    dump: its time is kept in SCRAPE_SECONDS."""
     values = {}
-    for line in http_text(f"http://{listen}/metrics").splitlines():
+    started = time.monotonic()
+    text = http_text(f"http://{listen}/metrics", timeout=CONFIG.get("scrape_timeout", 900))
+    SCRAPE_SECONDS.append(time.monotonic() - started)
+    for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
         name, _, value = line.rpartition(" ")
@@ -232,6 +241,12 @@ def metric_sum(values: dict[str, float], prefix: str, **labels: str) -> float:
 def cpu_seconds(pid: int) -> float:
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def children_cpu_seconds(pid: int) -> float:
+    """CPU of the agent's finished children (iptables, iptables-restore)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS  # cutime, cstime
 
 
 def rss_kib(pid: int) -> int:
@@ -261,15 +276,20 @@ class Agent:
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float) -> float | None:
-        """Seconds from the start to the first /readyz 200 (polled every 20 ms), None on timeout."""
+        """Seconds from the start to the first /readyz 200 (polled every 20 ms), None on timeout.
+        Meanwhile a sampler watches the start from outside (see `StartupTimeline`)."""
         deadline = self.started + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return None
-            if http_status(f"http://{self.listen}/readyz") == 200:
-                return time.monotonic() - self.started
-            time.sleep(0.02)
-        return None
+        self.timeline = StartupTimeline(self.process.pid, self.started)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    return None
+                if http_status(f"http://{self.listen}/readyz") == 200:
+                    return time.monotonic() - self.started
+                time.sleep(0.02)
+            return None
+        finally:
+            self.timeline.stop()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -283,26 +303,107 @@ class Agent:
         run([AGENT, "cleanup", "--interface", "canary0"])
 
 
-def footprint(agent: Agent, services: int, endpoints: int, mode: str) -> None:
+class StartupTimeline:
+    """Where the daemon's start goes, seen from outside without slowing it (no tracing): once a
+    second, the addresses on its interface (it binds one per service before programming it), its
+    children (iptables, iptables-restore) and its CPU time. The phases follow: the configuration
+    read until the interface appears, the table read and the desired table until the first
+    address, the binds until the last one, the plan and the IPVS operations until the first
+    iptables child, the masquerade rules while they run."""
+
+    def __init__(self, pid: int, started: float, interface: str = "canary0"):
+        self.pid, self.started, self.interface = pid, started, interface
+        self.samples: list[dict] = []
+        self.children: dict[int, dict] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _addresses(self) -> int | None:
+        completed = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", self.interface],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        return completed.stdout.count(b"\n") if completed.returncode == 0 else None
+
+    def _children(self) -> list[tuple[int, str]]:
+        found = []
+        try:
+            for task in os.listdir(f"/proc/{self.pid}/task"):
+                for child in open(f"/proc/{self.pid}/task/{task}/children").read().split():
+                    try:
+                        name = open(f"/proc/{child}/cmdline", "rb").read().split(b"\0")
+                        found.append((int(child), " ".join(part.decode(errors="replace") for part in name if part)))
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic() - self.started
+            try:
+                cpu = cpu_seconds(self.pid)
+            except OSError:
+                break
+            self.samples.append({"t": round(now, 2), "addresses": self._addresses(), "cpu": cpu})
+            for pid, command in self._children():
+                entry = self.children.setdefault(pid, {"command": command, "first_seen": round(now, 2)})
+                entry["last_seen"] = round(now, 2)
+            self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def phases(self, ready: float | None) -> dict:
+        """The phases' start times (seconds after the start), from the samples."""
+        appeared = next((sample["t"] for sample in self.samples if sample["addresses"] is not None), None)
+        first = next((sample["t"] for sample in self.samples if sample["addresses"]), None)
+        most = max((sample["addresses"] or 0 for sample in self.samples), default=0)
+        last = next((sample["t"] for sample in self.samples if (sample["addresses"] or 0) == most and most), None)
+        children = sorted(self.children.values(), key=lambda child: child["first_seen"])
+        iptables = [child for child in children if "iptables" in child["command"]]
+        return {"interface_seen": appeared, "first_address_seen": first, "last_address_seen": last,
+                "addresses": most, "first_iptables_seen": iptables[0]["first_seen"] if iptables else None,
+                "last_iptables_seen": iptables[-1]["last_seen"] if iptables else None,
+                "children": children, "ready": ready, "resolution_seconds": 1.0,
+                "note": "times in seconds after the start, sampled once a second: each is within about a second"}
+
+
+def footprint(agent: Agent, services: int, endpoints: int, mode: str, drift_check_interval: float) -> None:
     """4: resident memory at this size, and CPU while nothing changes."""
     pid = agent.process.pid
     idle = CONFIG["idle_seconds"]
+    rss_before_scrape = rss_kib(pid)
     before_metrics = metrics(agent.listen)
+    scrape_seconds = SCRAPE_SECONDS[-1]
+    rss_after_scrape = rss_kib(pid)
     cpu_before = cpu_seconds(pid)
+    children_before = children_cpu_seconds(pid)
     time.sleep(idle)
     cpu_after = cpu_seconds(pid)
+    children_after = children_cpu_seconds(pid)
     after_metrics = metrics(agent.listen)
-    full_syncs = (metric_sum(after_metrics, "canary_agent_sync_duration_seconds_count", kind="full")
-                  - metric_sum(before_metrics, "canary_agent_sync_duration_seconds_count", kind="full"))
-    operations = (metric_sum(after_metrics, "canary_agent_netlink_operations_total")
-                  - metric_sum(before_metrics, "canary_agent_netlink_operations_total"))
+
+    def delta(name: str, **labels: str) -> float:
+        return metric_sum(after_metrics, name, **labels) - metric_sum(before_metrics, name, **labels)
+
+    full_syncs = delta("canary_agent_sync_duration_seconds_count", kind="full")
+    full_sync_seconds = delta("canary_agent_sync_duration_seconds_sum", kind="full")
+    idle_cpu = cpu_after - cpu_before
     entry = {"measure": "footprint", "mode": mode, "services": services, "endpoints": endpoints,
-             "rss_kib": rss_kib(pid), "peak_rss_kib": peak_rss_kib(pid), "idle_seconds": idle,
-             "idle_cpu_seconds": cpu_after - cpu_before, "idle_full_syncs": full_syncs,
-             "idle_netlink_operations": operations, "drift_check_interval": CONFIG["drift_check_interval"]}
+             "rss_kib": rss_before_scrape, "rss_after_scrape_kib": rss_after_scrape, "peak_rss_kib": peak_rss_kib(pid),
+             "scrape_seconds": scrape_seconds, "idle_seconds": idle,
+             "idle_cpu_seconds": idle_cpu, "idle_children_cpu_seconds": children_after - children_before,
+             "idle_full_syncs": full_syncs, "idle_full_sync_seconds": full_sync_seconds,
+             # CPU not explained by the drift checks (their wall time bounds their CPU): busy polling.
+             "idle_cpu_outside_drift_checks_seconds": max(0.0, idle_cpu - full_sync_seconds),
+             "idle_netlink_operations": delta("canary_agent_netlink_operations_total"),
+             "drift_check_interval": drift_check_interval}
     record(entry)
-    log(f"footprint {mode} {services}x{endpoints}: RSS {entry['rss_kib']} KiB, idle CPU "
-        f"{entry['idle_cpu_seconds']:.2f}s over {idle}s, {full_syncs:.0f} full syncs")
+    log(f"footprint {mode} {services}x{endpoints}: RSS {entry['rss_kib']} KiB ({rss_after_scrape} after a "
+        f"{scrape_seconds:.1f}s scrape), idle CPU {idle_cpu:.2f}s over {idle}s, {full_syncs:.0f} full syncs "
+        f"taking {full_sync_seconds:.2f}s")
 
 
 def daemon_static(size: dict) -> None:
@@ -315,18 +416,26 @@ def daemon_static(size: dict) -> None:
                   f"static-{services}x{endpoints}")
     try:
         ready = agent.wait_ready(CONFIG["ready_timeout"])
+        if ready is None:
+            log(f"daemon {services}x{endpoints}: not ready after {CONFIG['ready_timeout']}s; its log ends with: "
+                + open(agent.log_path, errors="replace").read()[-600:])
         check = verify(services, endpoints)
         entry = {"measure": "full_sync", "services": services, "endpoints": endpoints, "contender": "daemon",
                  "repetition": 0, "wall_seconds": ready, "status": 0 if ready is not None else 1,
-                 "output": {}, "verify": check, "correct": ready is not None and check.get("match") is True}
+                 "output": {}, "verify": check, "correct": ready is not None and check.get("match") is True,
+                 "startup": agent.timeline.phases(ready)}
         try:
-            entry["output"] = {"full_sync_seconds": metric_sum(metrics(agent.listen), "canary_agent_sync_duration_seconds_sum", kind="full")}
-        except OSError:
-            pass
+            values = metrics(agent.listen)
+            entry["output"] = {"full_sync_seconds": metric_sum(values, "canary_agent_sync_duration_seconds_sum", kind="full"),
+                               "scrape_seconds": SCRAPE_SECONDS[-1],
+                               "errors": {key: value for key, value in values.items() if key.startswith("canary_agent_errors_total")}}
+        except OSError as error:
+            entry["output"] = {"scrape_error": str(error)}
         record(entry)
-        log(f"daemon start to /readyz {services}x{endpoints}: {ready}, table {'OK' if entry['correct'] else 'WRONG'}")
+        log(f"daemon start to /readyz {services}x{endpoints}: {ready}, table {'OK' if entry['correct'] else 'WRONG'}; "
+            f"start: {json.dumps({key: value for key, value in entry['startup'].items() if key != 'children'})}")
         if ready is not None and size.get("footprint"):
-            footprint(agent, services, endpoints, "static")
+            footprint(agent, services, endpoints, "static", CONFIG["drift_check_interval"])
     finally:
         agent.stop()
 
@@ -391,7 +500,7 @@ def histogram_quantile(before: dict, after: dict, name: str, fraction: float) ->
     for bound, count in buckets:
         if count >= rank:
             if bound == float("inf"):
-                return previous_bound
+                return float("inf")  # above the highest bucket: only "more than previous_bound" is known
             inside = count - previous_count
             return previous_bound + (bound - previous_bound) * ((rank - previous_count) / inside if inside else 1)
         previous_bound, previous_count = bound, count
@@ -419,12 +528,13 @@ def one_change(size: dict) -> None:
             apiserver.put(k8s_service(index))
             apiserver.put(k8s_slice(index, endpoints))
         agent = Agent(["--kubeconfig", os.path.join(directory, "kubeconfig"), "--node-name", NODE,
-                       "--scheduler", "wrr", "--drift-check-interval", str(CONFIG["drift_check_interval"])],
+                       "--scheduler", "wrr", "--drift-check-interval",
+                       str(CONFIG.get("one_change_drift_check_interval", CONFIG["drift_check_interval"]))],
                       f"kubernetes-{services}x{endpoints}")
         ready = agent.wait_ready(CONFIG["ready_timeout"])
         counted = table_size()
         record({"measure": "kubernetes_ready", "services": services, "endpoints": endpoints,
-                "ready_seconds": ready, "table": counted})
+                "ready_seconds": ready, "table": counted, "startup": agent.timeline.phases(ready)})
         log(f"kubernetes mode {services}x{endpoints}: ready after {ready}s, table {counted}")
         if ready is None:
             raise RuntimeError("the agent never became ready in Kubernetes mode")
@@ -440,8 +550,15 @@ def one_change(size: dict) -> None:
         time.sleep(2)
         before = metrics(agent.listen)
         cpu_before = cpu_seconds(pid)
+        children_before = children_cpu_seconds(pid)
         latencies, polls, timeouts = [], [], 0
+        budget_end = time.monotonic() + CONFIG.get("change_budget_seconds", 1e9)
+        count = 0
         for change in range(CONFIG["changes"]):
+            if time.monotonic() > budget_end:
+                log(f"one change: time budget spent after {count} changes")
+                break
+            count += 1
             replaced = 63 if change % 2 == 0 else None
             new_last = 63 if replaced is not None else endpoints - 1
             watcher.stdin.write(f"{vip}:80 {ipv4(0x0B00_0000 + changed * 64 + new_last)}:8080\n")
@@ -457,9 +574,9 @@ def one_change(size: dict) -> None:
             else:
                 timeouts += 1
             time.sleep(0.05)  # one change at a time, as events come
-        after = metrics(agent.listen)
         cpu_after = cpu_seconds(pid)
-        count = CONFIG["changes"]
+        children_after = children_cpu_seconds(pid)
+        after = metrics(agent.listen)
         operations = (metric_sum(after, "canary_agent_netlink_operations_total")
                       - metric_sum(before, "canary_agent_netlink_operations_total"))
         full_syncs = (metric_sum(after, "canary_agent_sync_duration_seconds_count", kind="full")
@@ -478,19 +595,31 @@ def one_change(size: dict) -> None:
             "external_max_seconds": max(latencies) if latencies else None,
             "histogram_p50_seconds": histogram_quantile(before, after, histogram, 0.50),
             "histogram_p99_seconds": histogram_quantile(before, after, histogram, 0.99),
+            "histogram_top_bucket_seconds": max((float(key.split('le="', 1)[1].split('"', 1)[0]) for key in after
+                                                 if key.startswith(histogram + "_bucket{") and '+Inf' not in key), default=None),
             "histogram_count": metric_sum(after, histogram + "_count") - metric_sum(before, histogram + "_count"),
             "netlink_operations_per_change": operations / count, "netlink_operations": by_operation,
             "full_syncs_during": full_syncs, "polls_median": percentile(polls, 0.5),
             "cpu_seconds_per_change": (cpu_after - cpu_before) / count,
+            "children_cpu_seconds_per_change": (children_after - children_before) / count,
+            "changes_asked": CONFIG["changes"],
+            "drift_check_interval": CONFIG.get("one_change_drift_check_interval", CONFIG["drift_check_interval"]),
+            "errors": {key.split("{", 1)[1].rstrip("}"): value - before.get(key, 0.0) for key, value in after.items()
+                       if key.startswith("canary_agent_errors_total{") and value - before.get(key, 0.0)},
             "note": "external: from the put at the API server to PerfTool watch seeing the new destination "
                     "(weight > 0) in a 1 ms netlink poll; includes the API server's watch delivery",
         }
+        for key in ("histogram_p50_seconds", "histogram_p99_seconds"):
+            if entry[key] == float("inf"):  # above the highest bucket: only a lower bound is known
+                entry[key] = None
+                entry[key.replace("_seconds", "_above_seconds")] = entry["histogram_top_bucket_seconds"]
         record(entry)
         log(f"one change {services}x{endpoints}: p50 {entry['external_p50_seconds']}, p99 "
             f"{entry['external_p99_seconds']}, {entry['netlink_operations_per_change']:.2f} ops/change, "
             f"{timeouts} timeouts")
-        if size.get("footprint"):
-            footprint(agent, services, endpoints, "kubernetes")
+        if size.get("footprint") and CONFIG.get("kubernetes_footprint", True):
+            footprint(agent, services, endpoints, "kubernetes",
+                      CONFIG.get("one_change_drift_check_interval", CONFIG["drift_check_interval"]))
     finally:
         if watcher:
             watcher.stdin.close()
@@ -508,14 +637,19 @@ def main() -> int:
         rules = os.path.join(WORK, f"rules-{services}x{endpoints}.txt")
         with open(rules, "w") as out:
             subprocess.run([TOOL, "rules", str(services), str(endpoints)], stdout=out, check=True)
-        sample = 0
-        for repetition in range(CONFIG["repeat"]):
-            for contender in size["contenders"]:
-                if contender == "ipvsadm" and repetition >= size.get("ipvsadm_repeat", 1):
-                    continue
-                full_sync(size, contender, rules, repetition, sample)
-                sample += 1
-        if AGENT:
+        def contenders() -> None:
+            sample = 0
+            for repetition in range(CONFIG["repeat"]):
+                for contender in size["contenders"]:
+                    if contender == "ipvsadm" and repetition >= size.get("ipvsadm_repeat", 1):
+                        continue
+                    full_sync(size, contender, rules, repetition, sample)
+                    sample += 1
+
+        def daemon() -> None:
+            global CURRENT_NAMESPACE
+            if not AGENT:
+                return
             for phase in ("daemon-static", "one-change"):
                 # The whole phase (agent, API server, checks) in a namespace of its own.
                 name = fresh_namespace()
@@ -524,6 +658,10 @@ def main() -> int:
                                 phase, str(services), str(endpoints)], stdin=subprocess.DEVNULL)
                 CURRENT_NAMESPACE = name
                 drop_namespace()
+
+        # CANARY_PERF_DAEMON_FIRST: the daemon's rows first, when a long run may not finish.
+        for part in ((daemon, contenders) if CONFIG.get("daemon_first") else (contenders, daemon)):
+            part()
     log("done")
     return 0
 

@@ -10,13 +10,17 @@
 #   Benchmarks/results/perf.md     the table with the ratios and the command that made it
 # (CANARY_BENCH_RESULTS=DIR writes them elsewhere, as CI does).
 #
-# Full size: 10,000 services × 10 and × 25 destinations. --small: 1,000 × 10, a few minutes in
+# Full size: 10,000 services × 10 and × 25 destinations. --small: 200 × 5, a few minutes in
 # all, what CI runs to keep the bench working (its numbers are not the issue's).
 #
 # Environment (optional):
 #   CANARY_PERF_SIZES        e.g. "10000x10,10000x25" (services x destinations per service)
 #   CANARY_PERF_IPVSADM_MAX  skip ipvsadm -R above this many destinations in all (default: none)
 #   CANARY_PERF_REPEAT       runs of each contender per size (ipvsadm -R runs once)
+#   CANARY_PERF_CONTENDERS   full-sync contenders, default "agent,floor,floor_agent_io,ipvsadm"
+#   CANARY_PERF_CHANGES      changes in the one-change measurement (default 1,000; --small 20), within
+#                            a time budget (CANARY_PERF_CHANGE_BUDGET seconds, default 600; --small 90)
+#   CANARY_PERF_DAEMON_FIRST=1  measure the daemon (start, footprint, one change) before the full-sync contenders
 #   CANARY_PERF_AGENT        a canary-agent binary to use instead of building one
 #   CANARY_PERF_NO_BUILD=1   use the binaries already built
 #   CANARY_VM_KERNEL, CANARY_VM_MEMORY, CANARY_VM_CPUS, CANARY_VM_TIMEOUT   as Tests/vm/run-kernel-tests.sh
@@ -26,7 +30,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bench=$(dirname "$here")
 repo=$(dirname "$bench")
 command_line="bash Benchmarks/perf/run.sh${*:+ $*}"
-for name in CANARY_PERF_REPEAT CANARY_PERF_IPVSADM_MAX CANARY_PERF_SIZES; do
+for name in CANARY_PERF_REPEAT CANARY_PERF_IPVSADM_MAX CANARY_PERF_SIZES CANARY_PERF_CONTENDERS CANARY_PERF_CHANGES CANARY_PERF_CHANGE_BUDGET CANARY_PERF_DAEMON_FIRST CANARY_PERF_AGENT; do
     [ -n "${!name:-}" ] && command_line="$name=${!name} $command_line"
 done
 
@@ -100,13 +104,14 @@ python3 - "$run_dir/guest.json" "$small" "$perf_tool" "$work/floor" "$agent" "$a
 import json, os, sys
 path, small, perf_tool, floor, agent, agent_reason, repo, memory, cpus = sys.argv[1:]
 small = small == "1"
-default_sizes = "1000x10" if small else "10000x10,10000x25"
+default_sizes = "200x5" if small else "10000x10,10000x25"
 ipvsadm_max = int(os.environ.get("CANARY_PERF_IPVSADM_MAX", "0") or 0)
 sizes = []
 for text in os.environ.get("CANARY_PERF_SIZES", default_sizes).split(","):
     services, endpoints = (int(part) for part in text.lower().split("x"))
-    contenders = ["agent", "floor", "floor_agent_io"]
-    if not ipvsadm_max or services * endpoints <= ipvsadm_max:
+    wanted = os.environ.get("CANARY_PERF_CONTENDERS", "agent,floor,floor_agent_io,ipvsadm").split(",")
+    contenders = [name for name in ("agent", "floor", "floor_agent_io") if name in wanted]
+    if "ipvsadm" in wanted and (not ipvsadm_max or services * endpoints <= ipvsadm_max):
         contenders.append("ipvsadm")
     sizes.append({"services": services, "endpoints": endpoints, "contenders": contenders,
                   "ipvsadm_repeat": 1, "footprint": True})
@@ -114,8 +119,19 @@ json.dump({
     "small": small, "sizes": sizes, "perf_tool": perf_tool, "floor": floor, "floor_batch_bytes": 1 << 20,
     "agent": agent, "agent_reason": agent_reason, "repo": repo,
     "repeat": int(os.environ.get("CANARY_PERF_REPEAT", "1" if small else "2")),
-    "dump_repeat": 3, "idle_seconds": 15 if small else 60, "drift_check_interval": 30,
-    "ready_timeout": 300 if small else 900, "changes": 50 if small else 1000, "vm_memory": memory, "vm_cpus": int(cpus),
+    "dump_repeat": 3,
+    # Footprint: idle long enough to see the drift check at its period (twice at --small).
+    "idle_seconds": 25 if small else 60, "drift_check_interval": 10 if small else 30,
+    # One change: the drift check far away, so that the changes measure the event path alone; how
+    # long a drift check holds the loop (a change arriving then waits for it) is the footprint's
+    # full-sync time.
+    "one_change_drift_check_interval": 3600,
+    "change_budget_seconds": float(os.environ.get("CANARY_PERF_CHANGE_BUDGET", "90" if small else "600")),
+    # A /metrics scrape reads the whole table from the kernel first: at 10,000 services, a dump's time.
+    "scrape_timeout": 900, "kubernetes_footprint": small,
+    "daemon_first": os.environ.get("CANARY_PERF_DAEMON_FIRST", "0") == "1",
+    "ready_timeout": 300 if small else 1200,
+    "changes": int(os.environ.get("CANARY_PERF_CHANGES", "20" if small else "1000")), "vm_memory": memory, "vm_cpus": int(cpus),
 }, open(path, "w"), indent=1)
 EOF
 
