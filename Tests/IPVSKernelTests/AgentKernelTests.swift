@@ -177,6 +177,8 @@ struct AgentKernelTests {
             #expect(metrics.contains("canary_agent_canary_share_target{service=\"web\"} 0.2"), "\(metrics)")
             #expect(metrics.contains("canary_agent_netlink_operations_total{operation=\"add-service\",result=\"ok\"} 2"), "\(metrics)")
             #expect(try run("/usr/bin/curl", ["-sf", "http://127.0.0.1:19109/readyz"]) == "ready\n")
+            let info = try run(agentPath, ["info", "--output", "json"])
+            #expect(info.contains("\"connectionTableSize\""), "\(info)")
 
             // 3. A changed file takes effect by itself; a bad one is rejected whole and the table kept.
             try Self.config(weight: "50").write(to: config, atomically: true, encoding: .utf8)
