@@ -68,6 +68,9 @@ final class RouteSocket {
         self.socket = socket
         portID = mnl_socket_get_portid(socket)
         let fd = mnl_socket_get_fd(socket)
+        // The acks of a batch wait in the receive buffer until they are read: make room for them
+        // (each takes an skb of about 1 KiB however small).
+        _ = canary_set_rcvbuf(fd, 1 << 20)
         // Acks without the echoed request; a lost reply never hangs the caller.
         _ = canary_set_netlink_opt(fd, NETLINK_CAP_ACK, 1)
         _ = canary_set_receive_timeout(fd, receiveTimeoutMilliseconds)
@@ -104,7 +107,7 @@ final class RouteSocket {
     /// every ack: one outcome per request (nil: done), so one refusal hides none of the others.
     /// A datagram's acks are read before the next datagram is sent, so they always fit the socket's
     /// receive buffer.
-    func transactBatch(_ requests: [BatchRequest], batchBytes: Int = 16 * 1024) throws(RouteNetlinkFailure) -> [RouteNetlinkFailure?] {
+    func transactBatch(_ requests: [BatchRequest], batchBytes: Int = 8 * 1024) throws(RouteNetlinkFailure) -> [RouteNetlinkFailure?] {
         var outcomes = [RouteNetlinkFailure?](repeating: nil, count: requests.count)
         var buffer = [UInt8](repeating: 0, count: batchBytes + Self.requestCapacity)
         var start = 0
