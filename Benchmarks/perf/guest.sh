@@ -21,7 +21,7 @@ finish() {
 }
 
 say "started $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cpus, $(awk '/MemTotal/ {print $2, $3}' /proc/meminfo)"
-for module in ip_vs ip_vs_wrr dummy; do
+for module in ip_vs ip_vs_wrr dummy ip_set ip_set_hash_netnet xt_set; do
     modprobe "$module" || { say "modprobe $module failed"; finish 92; }
 done
 ip link set lo up 2>/dev/null || true

@@ -8,8 +8,7 @@ import IPVS
 public final class AgentMetrics: @unchecked Sendable {
     private let factory: any MetricsFactory
     private let lock = NSLock()
-    private var shareGauges: [String: (target: Gauge, effective: Gauge)] = [:]
-    private var trafficCounters: [DestinationLabel: TrafficCounters] = [:]
+    private var trafficTotals: [DestinationLabel: TrafficTotals] = [:]
 
     public init(factory: any MetricsFactory) {
         self.factory = factory
@@ -26,10 +25,25 @@ public final class AgentMetrics: @unchecked Sendable {
         Timer(label: "canary_agent_event_to_kernel_seconds", factory: factory).recordNanoseconds(duration.nanoseconds)
     }
 
-    /// One netlink operation and how it ended (`ok` or the error's reason).
-    public func netlinkOperation(_ kind: String, result: String) {
-        Counter(label: "canary_agent_netlink_operations_total", dimensions: [("operation", kind), ("result", result)], factory: factory)
-            .increment()
+    /// Netlink operations and how they ended (`ok` or the error's reason): one counter update per
+    /// (operation, result) pair of a sync, not one per operation.
+    public func netlinkOperations(_ counts: [NetlinkOutcome: Int]) {
+        for (outcome, count) in counts where count > 0 {
+            Counter(
+                label: "canary_agent_netlink_operations_total",
+                dimensions: [("operation", outcome.operation), ("result", outcome.result)], factory: factory
+            ).increment(by: Int64(count))
+        }
+    }
+
+    /// One kind of netlink operation and how it ended.
+    public struct NetlinkOutcome: Hashable, Sendable {
+        public var operation: String
+        public var result: String
+        public init(operation: String, result: String) {
+            self.operation = operation
+            self.result = result
+        }
     }
 
     /// An error, by reason (`kernel_dump`, `source_rejected`, `address_bind`, …).
@@ -48,42 +62,79 @@ public final class AgentMetrics: @unchecked Sendable {
         Gauge(label: "canary_agent_ready", factory: factory).record(ready ? 1 : 0)
     }
 
-    /// The target and effective canary share of each programmed service (0…1); others are removed.
-    public func shares(_ shares: [String: (target: Double, effective: Double)]) {
+    /// Per destination, the traffic the kernel counted: connections and bytes, kept as counters
+    /// that follow the kernel's (a counter the kernel restarted, because the destination was
+    /// deleted and added again, continues from its new value). Destinations not given are
+    /// forgotten. Plain values, rendered by `renderScrapeTimeSeries` at scrape time: a node with
+    /// 100,000 destinations would otherwise register 300,000 labelled series with the registry.
+    public func traffic(_ rows: [(label: DestinationLabel, stats: TrafficStats)]) {
         lock.withLock {
-            for (name, gauges) in shareGauges where shares[name] == nil {
-                gauges.target.destroy()
-                gauges.effective.destroy()
-                shareGauges[name] = nil
+            var next: [DestinationLabel: TrafficTotals] = [:]
+            next.reserveCapacity(rows.count)
+            for (label, stats) in rows {
+                var totals = trafficTotals[label] ?? TrafficTotals()
+                totals.advance(to: stats)
+                next[label] = totals
             }
-            for (name, share) in shares {
-                let gauges = shareGauges[name] ?? (
-                    Gauge(label: "canary_agent_canary_share_target", dimensions: [("service", name)], factory: factory),
-                    Gauge(label: "canary_agent_canary_share_effective", dimensions: [("service", name)], factory: factory)
-                )
-                gauges.target.record(share.target)
-                gauges.effective.record(share.effective)
-                shareGauges[name] = gauges
-            }
+            trafficTotals = next
         }
     }
 
-    /// Per destination, the traffic the kernel counted: connections and bytes, as counters that
-    /// follow the kernel's (a counter the kernel restarted, because the destination was deleted and
-    /// added again, continues from its new value). Destinations not given are forgotten.
-    public func traffic(_ rows: [(label: DestinationLabel, stats: TrafficStats)]) {
-        lock.withLock {
-            var seen = Set<DestinationLabel>()
-            for (label, stats) in rows {
-                seen.insert(label)
-                var counters = trafficCounters[label] ?? TrafficCounters(label: label, factory: factory)
-                counters.advance(to: stats)
-                trafficCounters[label] = counters
+    /// The series with one row per service or per destination, as Prometheus text (appended to
+    /// the registry's output at scrape time): each service's target and effective canary share,
+    /// and each destination's connections and bytes.
+    public func renderScrapeTimeSeries(shares: [ShareRow]) -> String {
+        var text = ""
+        text.reserveCapacity(128 + shares.count * 160)
+        text += "# HELP canary_agent_canary_share_target The canary share asked for, per service (0 to 1).\n"
+        text += "# TYPE canary_agent_canary_share_target gauge\n"
+        for row in shares {
+            text += "canary_agent_canary_share_target{service=\"\(Self.escape(row.service))\"} \(row.target)\n"
+        }
+        text += "# HELP canary_agent_canary_share_effective The canary share the kernel's weights give, per service.\n"
+        text += "# TYPE canary_agent_canary_share_effective gauge\n"
+        for row in shares {
+            text += "canary_agent_canary_share_effective{service=\"\(Self.escape(row.service))\"} \(row.effective)\n"
+        }
+        let traffic = lock.withLock { trafficTotals }.sorted { ($0.key.service, $0.key.destination) < ($1.key.service, $1.key.destination) }
+        text += "# HELP canary_agent_destination_connections_total Connections the kernel gave each destination.\n"
+        text += "# TYPE canary_agent_destination_connections_total counter\n"
+        for (label, totals) in traffic {
+            text += "canary_agent_destination_connections_total{\(label.rendered)} \(totals.connections)\n"
+        }
+        text += "# HELP canary_agent_destination_bytes_total Bytes through each destination, by direction.\n"
+        text += "# TYPE canary_agent_destination_bytes_total counter\n"
+        for (label, totals) in traffic {
+            text += "canary_agent_destination_bytes_total{\(label.rendered),direction=\"in\"} \(totals.inBytes)\n"
+            text += "canary_agent_destination_bytes_total{\(label.rendered),direction=\"out\"} \(totals.outBytes)\n"
+        }
+        return text
+    }
+
+    /// A label value with backslash, double quote and line feed escaped, as the text format wants.
+    static func escape(_ value: String) -> String {
+        guard value.contains(where: { $0 == "\\" || $0 == "\"" || $0 == "\n" }) else { return value }
+        var escaped = ""
+        for character in value {
+            switch character {
+            case "\\": escaped += "\\\\"
+            case "\"": escaped += "\\\""
+            case "\n": escaped += "\\n"
+            default: escaped.append(character)
             }
-            for (label, counters) in trafficCounters where !seen.contains(label) {
-                counters.destroy()
-                trafficCounters[label] = nil
-            }
+        }
+        return escaped
+    }
+
+    /// One service's shares, for `renderScrapeTimeSeries`.
+    public struct ShareRow: Sendable, Equatable {
+        public var service: String
+        public var target: Double
+        public var effective: Double
+        public init(service: String, target: Double, effective: Double) {
+            self.service = service
+            self.target = target
+            self.effective = effective
         }
     }
 
@@ -101,37 +152,27 @@ public final class AgentMetrics: @unchecked Sendable {
             self.destination = destination
             self.role = role
         }
+
+        var rendered: String {
+            "service=\"\(AgentMetrics.escape(service))\",destination=\"\(AgentMetrics.escape(destination))\",role=\"\(role)\""
+        }
     }
 
-    private struct TrafficCounters {
-        let connections: Counter
-        let inBytes: Counter
-        let outBytes: Counter
+    /// A destination's counters as the agent reports them.
+    struct TrafficTotals {
+        var connections: UInt64 = 0
+        var inBytes: UInt64 = 0
+        var outBytes: UInt64 = 0
         var last = TrafficStats()
 
-        init(label: DestinationLabel, factory: any MetricsFactory) {
-            let dimensions = [("service", label.service), ("destination", label.destination), ("role", label.role)]
-            connections = Counter(label: "canary_agent_destination_connections_total", dimensions: dimensions, factory: factory)
-            inBytes = Counter(label: "canary_agent_destination_bytes_total", dimensions: dimensions + [("direction", "in")], factory: factory)
-            outBytes = Counter(label: "canary_agent_destination_bytes_total", dimensions: dimensions + [("direction", "out")], factory: factory)
-        }
-
         mutating func advance(to stats: TrafficStats) {
-            connections.increment(by: Self.delta(stats.connections, last.connections))
-            inBytes.increment(by: Self.delta(stats.inBytes, last.inBytes))
-            outBytes.increment(by: Self.delta(stats.outBytes, last.outBytes))
+            connections &+= Self.delta(stats.connections, last.connections)
+            inBytes &+= Self.delta(stats.inBytes, last.inBytes)
+            outBytes &+= Self.delta(stats.outBytes, last.outBytes)
             last = stats
         }
 
-        func destroy() {
-            connections.destroy()
-            inBytes.destroy()
-            outBytes.destroy()
-        }
-
-        static func delta(_ now: UInt64, _ before: UInt64) -> Int64 {
-            Int64(clamping: now >= before ? now - before : now)
-        }
+        static func delta(_ now: UInt64, _ before: UInt64) -> UInt64 { now >= before ? now - before : now }
     }
 }
 

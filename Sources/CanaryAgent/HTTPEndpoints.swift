@@ -7,7 +7,8 @@ import Prometheus
 import ServiceLifecycle
 
 /// The agent's HTTP endpoints, on localhost by default:
-/// - `GET /metrics`: Prometheus text (the per-destination traffic is read from the kernel first);
+/// - `GET /metrics`: Prometheus text: the registry's series, then those with a row per service or
+///   destination, rendered at scrape time (the traffic read from the kernel by `trafficSampler`);
 /// - `GET /healthz`: 200 while the agent runs;
 /// - `GET /readyz`: 200 once the first full sync is done, 503 before;
 /// - `GET /status`: the agent's `AgentStatus` as JSON (what `canary-agent status` shows);
@@ -17,18 +18,20 @@ public struct HTTPEndpoints: Service {
     public let port: Int
     public let reconciler: Reconciler
     public let registry: PrometheusCollectorRegistry
+    public let trafficSampler: TrafficSampler?
     public let logger: Logger
     /// Called with the bound port once listening (port 0 picks a free one: tests use it).
     let onListening: @Sendable (Int) -> Void
 
     public init(
-        host: String, port: Int, reconciler: Reconciler, registry: PrometheusCollectorRegistry, logger: Logger,
-        onListening: @escaping @Sendable (Int) -> Void = { _ in }
+        host: String, port: Int, reconciler: Reconciler, registry: PrometheusCollectorRegistry,
+        trafficSampler: TrafficSampler? = nil, logger: Logger, onListening: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
         self.host = host
         self.port = port
         self.reconciler = reconciler
         self.registry = registry
+        self.trafficSampler = trafficSampler
         self.logger = logger
         self.onListening = onListening
     }
@@ -125,9 +128,10 @@ public struct HTTPEndpoints: Service {
             return await reconciler.isReady
                 ? Response(.ok, "ready\n") : Response(.serviceUnavailable, "not ready: the first full sync is not done\n")
         case "/metrics":
-            await reconciler.refreshTrafficMetrics()
+            await trafficSampler?.refresh()
             var response = Response(.ok, "")
             response.body = registry.emitToBuffer()
+            response.body += reconciler.metrics.renderScrapeTimeSeries(shares: await reconciler.shareRows()).utf8
             response.contentType = "text/plain; version=0.0.4; charset=utf-8"
             return response
         case "/status":

@@ -2,22 +2,25 @@ import IPVS
 import NodeNetwork
 
 /// The node's real plumbing: the dummy interface and its addresses over rtnetlink, the sysctls
-/// under /proc/sys, the masquerade rules with iptables-restore.
+/// under /proc/sys, the masquerade rules with iptables-restore and the hairpin set with ipset.
 public struct LinuxNodePlumbing: NodePlumbing {
     public let interface: String
     public let masqueradeAll: Bool
     let links: RouteNetlink
     let sysctls: Sysctls
     let masquerade: MasqueradeRules
+    let hairpin: HairpinSet
 
-    public init(interface: String, masqueradeAll: Bool, sysctls: Sysctls = Sysctls(), masquerade: MasqueradeRules = MasqueradeRules())
-        throws(NodeNetworkError)
-    {
+    public init(
+        interface: String, masqueradeAll: Bool, sysctls: Sysctls = Sysctls(), masquerade: MasqueradeRules = MasqueradeRules(),
+        hairpin: HairpinSet = HairpinSet()
+    ) throws(NodeNetworkError) {
         self.interface = interface
         self.masqueradeAll = masqueradeAll
         self.links = try RouteNetlink()
         self.sysctls = sysctls
         self.masquerade = masquerade
+        self.hairpin = hairpin
     }
 
     /// Ensures the interface (an error there is thrown) and each sysctl: one that cannot be set (a
@@ -49,8 +52,8 @@ public struct LinuxNodePlumbing: NodePlumbing {
         try links.addresses(on: interface)
     }
 
-    public func bind(_ address: IPAddress) throws(NodeNetworkError) {
-        try links.addAddress(address, to: interface)
+    public func bind(_ addresses: [IPAddress]) throws(NodeNetworkError) -> [Result<Void, NodeNetworkError>] {
+        try links.addAddresses(addresses, to: interface)
     }
 
     public func unbind(_ address: IPAddress) throws(NodeNetworkError) {
@@ -58,11 +61,22 @@ public struct LinuxNodePlumbing: NodePlumbing {
     }
 
     /// IPv4 rules always (node-local clients need them whatever the endpoints); IPv6 rules when there
-    /// are IPv6 endpoints, so that a node without ip6tables' nat table works for IPv4.
-    public func updateMasquerade(endpoints: Set<IPAddress>) throws(NodeNetworkError) {
+    /// are IPv6 endpoints, so that a node without ip6tables' nat table works for IPv4. The hairpin
+    /// sets first: the rules refer to them (none with --masquerade-all, whose one rule covers hairpin).
+    public func syncMasquerade(endpoints: Set<IPAddress>, rewrite: Bool) throws(NodeNetworkError) {
         var families: Set<IPAddress.Family> = [.inet]
         if endpoints.contains(where: { $0.family == .inet6 }) { families.insert(.inet6) }
-        try masquerade.apply(endpoints: endpoints, masqueradeAll: masqueradeAll, families: families)
+        if !masqueradeAll {
+            for family in families.sorted() { try hairpin.sync(endpoints: endpoints, family: family, rewrite: rewrite) }
+        }
+        try masquerade.apply(masqueradeAll: masqueradeAll, families: families)
+    }
+
+    /// One `ipset -exist restore` call. The first IPv6 endpoint waits for the next full sync to get
+    /// its set and rules, which the reconciler asks for at once.
+    public func updateMasquerade(adding: Set<IPAddress>, removing: Set<IPAddress>) throws(NodeNetworkError) {
+        guard !masqueradeAll else { return }
+        try hairpin.update(adding: adding, removing: removing)
     }
 
     /// Removes what the agent owns on the node (for `canary-agent cleanup`): its rules and its
@@ -70,6 +84,7 @@ public struct LinuxNodePlumbing: NodePlumbing {
     public func removeAll() throws(NodeNetworkError) {
         try masquerade.remove(families: [.inet])
         try? masquerade.remove(families: [.inet6])
+        try hairpin.remove()
         try links.deleteInterface(named: interface)
     }
 }

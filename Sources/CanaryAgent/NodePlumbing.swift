@@ -11,9 +11,15 @@ public protocol NodePlumbing: Sendable {
     func prepare(ipv6: Bool) throws(NodeNetworkError) -> [String]
     /// The virtual addresses on the agent's interface now.
     func boundAddresses() throws(NodeNetworkError) -> Set<IPAddress>
-    func bind(_ address: IPAddress) throws(NodeNetworkError)
+    /// Binds the addresses, as few requests as the kernel allows; one result per address, so that
+    /// one refusal hides none of the others.
+    func bind(_ addresses: [IPAddress]) throws(NodeNetworkError) -> [Result<Void, NodeNetworkError>]
     func unbind(_ address: IPAddress) throws(NodeNetworkError)
-    /// Replaces the masquerade rules: hairpin for these endpoint addresses, node-local clients, and
-    /// everything when the agent masquerades all.
-    func updateMasquerade(endpoints: Set<IPAddress>) throws(NodeNetworkError)
+    /// Makes the masquerade rules right (node-local clients, hairpin, everything when the agent
+    /// masquerades all) with these endpoint addresses as the hairpin set: at every full sync, so
+    /// that rules or entries removed behind the agent's back come back. Unless `rewrite`, a hairpin
+    /// set of the right size is taken as right (a failed `updateMasquerade` asks for a rewrite).
+    func syncMasquerade(endpoints: Set<IPAddress>, rewrite: Bool) throws(NodeNetworkError)
+    /// Adds and removes hairpin endpoints: what one change of endpoints costs.
+    func updateMasquerade(adding: Set<IPAddress>, removing: Set<IPAddress>) throws(NodeNetworkError)
 }

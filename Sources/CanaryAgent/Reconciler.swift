@@ -68,7 +68,11 @@ public actor Reconciler {
     private var bound: Set<IPAddress> = []
     private var blockedAddresses: [IPAddress: [ServiceKey]] = [:]
     private var failures: [ServiceKey: Failure] = [:]
-    private var masqueradedEndpoints: Set<IPAddress>?
+    private var census = TableCensus()
+    private var addressUse = AddressUse()
+    /// Set when a hairpin update failed: the next full sync rewrites the set instead of trusting its size.
+    private var masqueradeNeedsRewrite = true
+    private var masqueradeCoversIPv6 = false
     private var lastFullSync: ContinuousClock.Instant?
     private var fullSyncRetryAt: ContinuousClock.Instant?
     private var ipv6Prepared = false
@@ -79,7 +83,6 @@ public actor Reconciler {
     private var lastSync: SyncReport?
     private var lastFullSyncReport: SyncReport?
     private var lastKernelError: String?
-    private var lastTrafficRefresh: ContinuousClock.Instant?
 
     public init(
         kernel: any IPVSKernel, node: any NodePlumbing, settings: Settings = Settings(), metrics: AgentMetrics,
@@ -195,14 +198,14 @@ public actor Reconciler {
             return
         }
         applied = Planner.index(dump)
-        refreshTraffic(from: dump)
+        metrics.traffic(trafficLabeling().rows(of: dump))
         desiredTable = DesiredTable(desiredState, current: applied)
         let keys = Set(desiredState.services.keys)
         bindAddresses(for: keys)
         let planner = Planner(ownership: ownership, drainTimeout: settings.drainTimeout)
         let plan = planner.plan(desired: desiredTable, current: applied, drains: &drains, now: .now)
         let (operations, failed) = apply(plan, planned: Set(desiredTable.entries.keys).union(applied.keys))
-        finishSync()
+        finishSync(changed: nil)
         let pending = pendingSince
         pendingKeys = []
         pendingSince = nil
@@ -260,7 +263,7 @@ public actor Reconciler {
         let planner = Planner(ownership: ownership, drainTimeout: settings.drainTimeout)
         let plan = planner.plan(changed: keys, desired: desiredTable, current: applied, drains: &drains, now: .now)
         let (operations, failed) = apply(plan, planned: keys)
-        finishSync()
+        finishSync(changed: keys)
         if operations > 0 || pending != nil {
             record(
                 SyncReport(kind: .incremental, at: Date(), duration: ContinuousClock.now - started, operations: operations, failed: failed),
@@ -301,17 +304,18 @@ public actor Reconciler {
             results = Array(repeating: .failure(error), count: plan.operations.count)
         }
         Planner.record(plan.operations, results: results, into: &applied)
-        lastTrafficRefresh = nil  // the destinations changed: the next scrape reads them anew
         let now = ContinuousClock.now
         var failedKeys: [ServiceKey: IPVSError] = [:]
         var succeededKeys = Set<ServiceKey>()
+        var outcomes: [AgentMetrics.NetlinkOutcome: Int] = [:]
+        defer { metrics.netlinkOperations(outcomes) }
         for (operation, result) in zip(plan.operations, results) {
             switch result {
             case .success:
-                metrics.netlinkOperation(operation.kind, result: "ok")
+                outcomes[AgentMetrics.NetlinkOutcome(operation: operation.kind, result: "ok"), default: 0] += 1
                 succeededKeys.insert(operation.serviceKey)
             case .failure(let error):
-                metrics.netlinkOperation(operation.kind, result: error.reason)
+                outcomes[AgentMetrics.NetlinkOutcome(operation: operation.kind, result: error.reason), default: 0] += 1
                 metrics.error(reason: "kernel_\(error.reason)")
                 failedKeys[operation.serviceKey] = failedKeys[operation.serviceKey] ?? error
                 logger.warning(
@@ -400,25 +404,47 @@ public actor Reconciler {
             }
             blockedAddresses[address] = others
         }
-        for address in claims.claimable.sorted() {
-            do {
-                try node.bind(address)
+        let addresses = claims.claimable.sorted()
+        guard !addresses.isEmpty else { return }
+        let results: [Result<Void, NodeNetworkError>]
+        do {
+            results = try node.bind(addresses)
+        } catch {
+            results = Array(repeating: .failure(error), count: addresses.count)
+        }
+        for (address, result) in zip(addresses, results) {
+            switch result {
+            case .success:
                 bound.insert(address)
                 blockedAddresses[address] = nil
-            } catch {
+            case .failure(let error):
                 metrics.error(reason: "address_bind")
                 logger.error("\(error)")
             }
         }
     }
 
-    /// Releases addresses no desired or remaining service uses, and refreshes the masquerade rules.
-    private func finishSync() {
+    /// Releases addresses no desired or remaining service uses, and brings the census and the
+    /// masquerade rules up to date: for the changed services only (nil: everything, at a full sync),
+    /// so that one change costs work in proportion to it, not to the table.
+    private func finishSync(changed keys: Set<ServiceKey>?) {
         guard let desiredState else { return }
-        var inUse = Set<IPAddress>()
-        for key in desiredState.services.keys { if case .inet(_, let socket) = key { inUse.insert(socket.address) } }
-        for key in applied.keys { if case .inet(_, let socket) = key { inUse.insert(socket.address) } }
-        for address in bound.subtracting(inUse).sorted() {
+        var released: [IPAddress]
+        if let keys {
+            var candidates = Set<IPAddress>()
+            for key in keys {
+                let inUse = desiredState.services[key] != nil || applied[key] != nil
+                addressUse.update(key, inUse: inUse)
+                if !inUse, case .inet(_, let socket) = key { candidates.insert(socket.address) }
+                if !inUse { failures[key] = nil }
+            }
+            released = candidates.filter { bound.contains($0) && !addressUse.isUsed($0) }.sorted()
+        } else {
+            addressUse = AddressUse(Set(desiredState.services.keys).union(applied.keys))
+            released = bound.filter { !addressUse.isUsed($0) }.sorted()
+            failures = failures.filter { desiredState.services[$0.key] != nil || applied[$0.key] != nil }
+        }
+        for address in released {
             do {
                 try node.unbind(address)
                 bound.remove(address)
@@ -427,68 +453,71 @@ public actor Reconciler {
                 logger.error("\(error)")
             }
         }
-        failures = failures.filter { desiredState.services[$0.key] != nil || applied[$0.key] != nil }
-        let desiredAddresses = Set(desiredState.services.keys.compactMap { key -> IPAddress? in
-            if case .inet(_, let socket) = key { socket.address } else { nil }
-        })
-        blockedAddresses = blockedAddresses.filter { desiredAddresses.contains($0.key) }
-
-        var endpoints = Set<IPAddress>()
-        var destinations = 0
-        var services = 0
-        for (key, entry) in applied where ownership.owns(key) {
-            services += 1
-            destinations += entry.destinations.count
-            for destination in entry.destinations where destination.forwarding == .masquerade {
-                endpoints.insert(destination.address.address)
-            }
+        if !blockedAddresses.isEmpty {
+            let desiredAddresses = Set(desiredState.services.keys.compactMap { key -> IPAddress? in
+                if case .inet(_, let socket) = key { socket.address } else { nil }
+            })
+            blockedAddresses = blockedAddresses.filter { desiredAddresses.contains($0.key) }
         }
-        metrics.programmed(services: services, destinations: destinations)
-        var shares: [String: (target: Double, effective: Double)] = [:]
-        for (key, service) in desiredState.services {
-            guard let assignment = desiredTable.assignments[key] else { continue }
-            shares[service.name] = (service.canaryShare.fraction, assignment.effectiveCanaryShare)
-        }
-        metrics.shares(shares)
-        if endpoints != masqueradedEndpoints {
-            do {
-                try node.updateMasquerade(endpoints: endpoints)
-                masqueradedEndpoints = endpoints
-            } catch {
-                metrics.error(reason: "masquerade_rules")
-                logger.error("\(error)")
-            }
-        }
-    }
 
-    // MARK: - Traffic
-
-    /// Reads the kernel's counters into the per-destination metrics (at most once a second; the
-    /// HTTP endpoint calls it before each scrape).
-    public func refreshTrafficMetrics() {
-        if let last = lastTrafficRefresh, ContinuousClock.now - last < .seconds(1) { return }
-        guard ready, let dump = try? kernel.dumpTable() else { return }
-        refreshTraffic(from: dump)
-    }
-
-    private func refreshTraffic(from dump: [ServiceEntry]) {
-        lastTrafficRefresh = .now
         let ownership = ownership
-        var rows: [(label: AgentMetrics.DestinationLabel, stats: TrafficStats)] = []
-        for entry in dump where ownership.owns(entry.service.key) {
-            let desired = desiredState?.services[entry.service.key]
-            let canary = Set(desired?.canary.map(\.address) ?? [])
-            let name = desired?.name ?? "\(entry.service.key)"
-            for destination in entry.destinations {
-                rows.append((
-                    AgentMetrics.DestinationLabel(
-                        service: name, destination: "\(destination.address)",
-                        role: canary.contains(destination.address) ? "canary" : (desired == nil ? "leaving" : "stable")),
-                    destination.stats?.traffic ?? TrafficStats()
-                ))
+        if let keys {
+            var touched = Set<IPAddress>()
+            for key in keys {
+                let change = census.update(key, ownership.owns(key) ? applied[key] : nil)
+                touched.formUnion(change.added)
+                touched.formUnion(change.removed)
             }
+            let endpoints = census.masqueradedEndpoints
+            let adding = touched.filter(endpoints.contains)
+            if !masqueradeCoversIPv6, adding.contains(where: { $0.family == .inet6 }) {
+                syncMasquerade()  // the first IPv6 endpoint: the IPv6 set and rules come first
+            } else if !touched.isEmpty {
+                do {
+                    try node.updateMasquerade(adding: adding, removing: touched.subtracting(adding))
+                } catch {
+                    masqueradeNeedsRewrite = true
+                    metrics.error(reason: "masquerade_rules")
+                    logger.error("\(error) (rewritten at the next full sync)")
+                }
+            }
+        } else {
+            census = TableCensus(applied, owns: ownership.owns)
+            syncMasquerade()
         }
-        metrics.traffic(rows)
+        metrics.programmed(services: census.services, destinations: census.destinations)
+    }
+
+    private func syncMasquerade() {
+        let endpoints = census.masqueradedEndpoints
+        do {
+            try node.syncMasquerade(endpoints: endpoints, rewrite: masqueradeNeedsRewrite)
+            masqueradeNeedsRewrite = false
+            masqueradeCoversIPv6 = endpoints.contains { $0.family == .inet6 }
+        } catch {
+            masqueradeNeedsRewrite = true
+            metrics.error(reason: "masquerade_rules")
+            logger.error("\(error)")
+        }
+    }
+
+    // MARK: - Metrics
+
+    /// What labels the kernel's per-destination counters: which services are the agent's and
+    /// what each destination is to them. The HTTP endpoint reads the counters outside the
+    /// reconciler (a dump of a large table takes seconds) and labels them with this.
+    public func trafficLabeling() -> TrafficLabeling {
+        TrafficLabeling(ready: ready, ownership: ownership, desired: desiredState ?? DesiredState())
+    }
+
+    /// The target and effective canary share of each desired service, for the scrape.
+    public func shareRows() -> [AgentMetrics.ShareRow] {
+        guard let desiredState else { return [] }
+        return desiredState.services.compactMap { key, service in
+            guard let assignment = desiredTable.assignments[key] else { return nil }
+            return AgentMetrics.ShareRow(
+                service: service.name, target: service.canaryShare.fraction, effective: assignment.effectiveCanaryShare)
+        }.sorted { $0.service < $1.service }
     }
 
     // MARK: - Status

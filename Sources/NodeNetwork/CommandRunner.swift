@@ -41,7 +41,7 @@ public struct SpawnCommandRunner: CommandRunner {
     public func run(_ executable: String, _ arguments: [String], input: String) throws(NodeNetworkError) -> CommandResult {
         let commandLine = ([executable] + arguments).joined(separator: " ")
         func failure(_ call: String, _ code: Int32) -> NodeNetworkError {
-            .iptables(command: commandLine, output: "\(call): \(String(cString: strerror(code)))")
+            .command(command: commandLine, output: "\(call): \(String(cString: strerror(code)))")
         }
 
         // Socket pairs rather than pipes: created close-on-exec in one call, and written with send.

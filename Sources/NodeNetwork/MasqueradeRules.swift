@@ -15,11 +15,13 @@ import IPVS
 ///    another host would answer that address, which every node holds, so the reply would be
 ///    delivered locally on the endpoint's host (or elsewhere) and never de-NATed here.
 ///    Masquerading puts the outgoing interface's address in the source, which routes back here.
-/// 2. **Hairpin** (`-s EP -d EP`, one rule per endpoint address): an endpoint that connects to
-///    its own Service and is picked itself receives a packet from itself to itself; it would
-///    answer itself directly, inside its own network stack, with the endpoint's address as the
-///    source instead of the virtual address, and the client (itself) would drop that reply.
-///    Masquerading makes the source this node, so the reply comes back through IPVS.
+/// 2. **Hairpin** (source and destination the same endpoint, matched by one rule against the
+///    set `HairpinSet` keeps, as kube-proxy's KUBE-LOOP-BACK): an endpoint that connects to its
+///    own Service and is picked itself receives a packet from itself to itself; it would answer
+///    itself directly, inside its own network stack, with the endpoint's address as the source
+///    instead of the virtual address, and the client (itself) would drop that reply.
+///    Masquerading makes the source this node, so the reply comes back through IPVS. The chain
+///    does not change with the endpoints: a change of endpoints is one set update.
 /// 3. **Everything, with `masqueradeAll`**: clients off the node (an external client sending to
 ///    a node, a router spreading a virtual address over nodes) whose endpoint is on another
 ///    host: its reply goes straight to the client, bypassing this node. The price is that the
@@ -37,10 +39,11 @@ import IPVS
 /// every packet of it.
 ///
 /// The chain `CANARY-POSTROUTING` (nat table, IPv4 and IPv6 alike) is jumped to from the top of
-/// POSTROUTING by exactly one rule carrying `jumpComment`. Applying writes the whole chain in one
-/// `iptables-restore --noflush` transaction: declaring the chain empties it and the new rules
-/// replace the old at once, nothing else in the table is touched, and the jump is added only
-/// when a listing (`iptables -t nat -S`) shows it missing (extra copies are deleted).
+/// POSTROUTING by exactly one rule carrying `jumpComment`. Applying lists the nat table
+/// (`iptables -t nat -S`) and writes only when the chain or the jump differ from what they should
+/// be: the whole chain in one `iptables-restore --noflush` transaction (declaring the chain
+/// empties it and the new rules replace the old at once, nothing else in the table is touched),
+/// the jump added when missing, extra copies deleted.
 public struct MasqueradeRules: Sendable {
     /// The agent's own chain in the nat table.
     public static let chain = "CANARY-POSTROUTING"
@@ -74,6 +77,11 @@ public struct MasqueradeRules: Sendable {
     /// The matches that select IPVS-NAT packets in their original direction. Tests of the
     /// transaction logic on a kernel without IPVS replace them (internal).
     var ipvsNATMatch: [String] = ["-m", "ipvs", "--vdir", "ORIGINAL", "--vmethod", "MASQ"]
+    /// The match of a hairpin connection (source and destination one endpoint), per family. Tests
+    /// on a kernel without ipset replace it (internal).
+    var hairpinMatch: @Sendable (IPAddress.Family) -> [String] = { family in
+        ["-m", "set", "--match-set", HairpinSet.name(family), "src,dst"]
+    }
 
     public let runner: any CommandRunner
     public let tools: Tools
@@ -83,18 +91,21 @@ public struct MasqueradeRules: Sendable {
         self.tools = tools
     }
 
-    /// Programs the chain of each family in `families` for these endpoints: one transaction per
-    /// family. Endpoint addresses of a family not listed are ignored.
-    public func apply(
-        endpoints: Set<IPAddress>, masqueradeAll: Bool, families: Set<IPAddress.Family> = [.inet, .inet6]
-    ) throws(NodeNetworkError) {
+    /// Programs the chain of each family in `families`: one listing, and one transaction where
+    /// the chain or the jump are not as they should be. Returns whether anything was written. The
+    /// hairpin rule refers to the family's `HairpinSet`, which must exist first.
+    @discardableResult
+    public func apply(masqueradeAll: Bool, families: Set<IPAddress.Family> = [.inet, .inet6]) throws(NodeNetworkError) -> Bool {
+        var wrote = false
         for family in families.sorted() {
             let existing = try listNAT(family)
-            let script = render(
-                family: family, endpoints: endpoints.filter { $0.family == family }, masqueradeAll: masqueradeAll,
-                existingJumps: Self.jumpRules(in: existing))
-            try restore(family, script)
+            let jumps = Self.jumpRules(in: existing)
+            let wanted = chainRules(family: family, masqueradeAll: masqueradeAll).map { "-A \(Self.chain) \($0)" }
+            if jumps.count == 1, Self.chainExists(in: existing), Self.rules(ofChainIn: existing) == wanted { continue }
+            try restore(family, render(family: family, masqueradeAll: masqueradeAll, existingJumps: jumps))
+            wrote = true
         }
+        return wrote
     }
 
     /// Deletes the jump and the chain of each family, leaving every other rule alone. Nothing
@@ -110,28 +121,23 @@ public struct MasqueradeRules: Sendable {
     }
 
     /// The chain's rules, in order, as `iptables-save` prints them (without the `-A CHAIN`).
-    public func chainRules(family: IPAddress.Family, endpoints: Set<IPAddress>, masqueradeAll: Bool) -> [String] {
+    public func chainRules(family: IPAddress.Family, masqueradeAll: Bool) -> [String] {
         let match = ipvsNATMatch.joined(separator: " ")
         if masqueradeAll {
             return ["-m comment --comment \"all IPVS-NAT traffic (masquerade-all)\" \(match) -j MASQUERADE"]
         }
-        let hostBits = family == .inet ? 32 : 128
-        var rules = ["-m comment --comment \"clients on this node\" -m addrtype --src-type LOCAL \(match) -j MASQUERADE"]
-        for endpoint in endpoints.filter({ $0.family == family }).sorted() {
-            let address = "\(endpoint)/\(hostBits)"
-            rules.append("-s \(address) -d \(address) -m comment --comment hairpin \(match) -j MASQUERADE")
-        }
-        return rules
+        return [
+            "-m comment --comment \"clients on this node\" -m addrtype --src-type LOCAL \(match) -j MASQUERADE",
+            "-m comment --comment hairpin \(hairpinMatch(family).joined(separator: " ")) \(match) -j MASQUERADE",
+        ]
     }
 
     /// The `iptables-restore --noflush` input that makes the chain hold exactly `chainRules` and
     /// leaves exactly one jump to it: `existingJumps` are the jump rules there now, as
     /// `iptables -S` prints them.
-    public func render(
-        family: IPAddress.Family, endpoints: Set<IPAddress>, masqueradeAll: Bool, existingJumps: [String]
-    ) -> String {
+    public func render(family: IPAddress.Family, masqueradeAll: Bool, existingJumps: [String]) -> String {
         var lines = ["*nat", ":\(Self.chain) - [0:0]"]
-        lines += chainRules(family: family, endpoints: endpoints, masqueradeAll: masqueradeAll).map { "-A \(Self.chain) \($0)" }
+        lines += chainRules(family: family, masqueradeAll: masqueradeAll).map { "-A \(Self.chain) \($0)" }
         if existingJumps.isEmpty {
             lines.append("-I POSTROUTING 1 -m comment --comment \"\(Self.jumpComment)\" -j \(Self.chain)")
         } else {
@@ -169,6 +175,11 @@ public struct MasqueradeRules: Sendable {
         listing.split(whereSeparator: \.isNewline).contains { $0 == "-N \(chain)" }
     }
 
+    /// The chain's rules in an `iptables -t nat -S` listing, as listed (`-A CANARY-POSTROUTING …`).
+    static func rules(ofChainIn listing: String) -> [String] {
+        listing.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("-A \(chain) ") }.map(String.init)
+    }
+
     /// A listed rule (`-A POSTROUTING …`) as a deletion (`-D POSTROUTING …`).
     static func deletion(of rule: String) -> String { "-D" + rule.dropFirst(2) }
 
@@ -177,7 +188,7 @@ public struct MasqueradeRules: Sendable {
         let arguments = ["-w", "-t", "nat", "-S"]
         let result = try runner.run(command, arguments, input: "")
         guard result.status == 0 else {
-            throw .iptables(command: ([command] + arguments).joined(separator: " "), output: Self.summary(result))
+            throw .command(command: ([command] + arguments).joined(separator: " "), output: Self.summary(result))
         }
         return result.standardOutput
     }
@@ -187,12 +198,12 @@ public struct MasqueradeRules: Sendable {
         let arguments = ["-w", "--noflush"]
         let result = try runner.run(command, arguments, input: script)
         guard result.status == 0 else {
-            throw .iptables(command: ([command] + arguments).joined(separator: " "), output: Self.summary(result))
+            throw .command(command: ([command] + arguments).joined(separator: " "), output: Self.summary(result))
         }
     }
 
     /// What a failed command said, on one line.
-    private static func summary(_ result: CommandResult) -> String {
+    static func summary(_ result: CommandResult) -> String {
         let text = (result.standardError + "\n" + result.standardOutput)
             .split(whereSeparator: \.isNewline)
             .map { $0.drop { $0 == " " || $0 == "\t" } }.filter { !$0.isEmpty }

@@ -30,8 +30,8 @@ public enum NodeNetworkError: Error, Hashable, Sendable, CustomStringConvertible
     case interfaceKindMismatch(name: String, kind: String)
     /// A sysctl could not be read or written.
     case sysctl(name: String, reason: String)
-    /// iptables-restore / ip6tables-restore failed: the command and what it printed.
-    case iptables(command: String, output: String)
+    /// A command (iptables-restore, ipset) failed: the command line and what it printed.
+    case command(command: String, output: String)
 
     public var description: String {
         switch self {
@@ -43,7 +43,7 @@ public enum NodeNetworkError: Error, Hashable, Sendable, CustomStringConvertible
             return "interface \(name): exists but is of kind \(kind), not dummy; rename it or choose another --interface"
         case .sysctl(let name, let reason):
             return "sysctl \(name): \(reason)"
-        case .iptables(let command, let output):
+        case .command(let command, let output):
             return "\(command): \(output)"
         }
     }

@@ -104,6 +104,35 @@ public final class RouteNetlink: NodeNetworking {
         }
     }
 
+    /// Adds many addresses: one interface look-up, then the requests many per datagram. One
+    /// result per address, in order; an address already there is a success.
+    public func addAddresses(_ addresses: [IPAddress], to name: String) throws(NodeNetworkError) -> [Result<Void, NodeNetworkError>] {
+        guard !addresses.isEmpty else { return [] }
+        try validate(name, operation: "add addresses to")
+        return try socket.withLock { socket throws(NodeNetworkError) in
+            guard let link = try Self.link(named: name, socket) else {
+                throw .netlink(operation: "add addresses to", subject: name, errno: ENODEV)
+            }
+            let requests = addresses.map { address in
+                RouteSocket.BatchRequest(type: Int(RTM_NEWADDR), flags: NLM_F_CREATE | NLM_F_EXCL) { message in
+                    Self.putAddress(address, prefixLength: nil, index: link.index, into: message)
+                }
+            }
+            let outcomes: [RouteNetlinkFailure?]
+            do throws(RouteNetlinkFailure) {
+                outcomes = try socket.transactBatch(requests)
+            } catch {
+                throw .netlink(operation: "add addresses to", subject: name, errno: error.errno)
+            }
+            return zip(addresses, outcomes).map { address, failure in
+                switch failure {
+                case nil, .kernel(EEXIST)?: .success(())
+                case let failure?: .failure(.netlink(operation: "add address \(address) to", subject: name, errno: failure.errno))
+                }
+            }
+        }
+    }
+
     public func removeAddress(_ address: IPAddress, from name: String) throws(NodeNetworkError) {
         try validate(name, operation: "remove address \(address) from")
         try socket.withLock { socket throws(NodeNetworkError) in

@@ -68,6 +68,9 @@ final class RouteSocket {
         self.socket = socket
         portID = mnl_socket_get_portid(socket)
         let fd = mnl_socket_get_fd(socket)
+        // The acks of a batch wait in the receive buffer until they are read: make room for them
+        // (each takes an skb of about 1 KiB however small).
+        _ = canary_set_rcvbuf(fd, 1 << 20)
         // Acks without the echoed request; a lost reply never hangs the caller.
         _ = canary_set_netlink_opt(fd, NETLINK_CAP_ACK, 1)
         _ = canary_set_receive_timeout(fd, receiveTimeoutMilliseconds)
@@ -91,6 +94,55 @@ final class RouteSocket {
             let (replies, interrupted) = try transactOnce(type: type, flags: flags, dump: dump, build)
             if !interrupted || attempt >= 4 { return replies }
         }
+    }
+
+    /// One request of a batch: its type, flags and body.
+    struct BatchRequest {
+        var type: Int
+        var flags: Int32
+        var build: (RouteMessageBuilder) -> Void
+    }
+
+    /// Sends many requests with NLM_F_ACK, as many per datagram as fit (`batchBytes`), and reads
+    /// every ack: one outcome per request (nil: done), so one refusal hides none of the others.
+    /// A datagram's acks are read before the next datagram is sent, so they always fit the socket's
+    /// receive buffer.
+    func transactBatch(_ requests: [BatchRequest], batchBytes: Int = 8 * 1024) throws(RouteNetlinkFailure) -> [RouteNetlinkFailure?] {
+        var outcomes = [RouteNetlinkFailure?](repeating: nil, count: requests.count)
+        var buffer = [UInt8](repeating: 0, count: batchBytes + Self.requestCapacity)
+        var start = 0
+        while start < requests.count {
+            let firstSequence = nextSequence
+            var end = start
+            let length = buffer.withUnsafeMutableBytes { raw -> Int in
+                var offset = 0
+                while end < requests.count, offset < batchBytes {
+                    let header = mnl_nlmsg_put_header(raw.baseAddress! + offset)!
+                    header.pointee.nlmsg_type = UInt16(requests[end].type)
+                    header.pointee.nlmsg_flags = UInt16(NLM_F_REQUEST | NLM_F_ACK | requests[end].flags)
+                    header.pointee.nlmsg_seq = firstSequence &+ UInt32(end - start)
+                    requests[end].build(RouteMessageBuilder(header: header, capacity: Self.requestCapacity))
+                    offset += (Int(header.pointee.nlmsg_len) + 3) & ~3
+                    end += 1
+                }
+                return offset
+            }
+            nextSequence &+= UInt32(end - start)
+            let sent = buffer.withUnsafeBytes { raw in mnl_socket_sendto(socket, raw.baseAddress, length) }
+            guard sent == length else { throw .system(call: "sendto", errno: sent < 0 ? canary_errno() : EMSGSIZE) }
+            var pending = end - start
+            while pending > 0 {
+                for message in try receive() where Int32(message.type) == NLMSG_ERROR {
+                    let index = Int(message.sequence &- firstSequence)
+                    guard index >= 0, index < end - start else { continue }
+                    let code = try message.acknowledgedError()
+                    if code != 0 { outcomes[start + index] = .kernel(code) }
+                    pending -= 1
+                }
+            }
+            start = end
+        }
+        return outcomes
     }
 
     private func transactOnce(

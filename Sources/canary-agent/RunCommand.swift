@@ -87,11 +87,14 @@ struct RunCommand: AsyncParsableCommand {
             throw CommandError("\(error)")
         }
         let (source, client) = try makeSource(logger: logger)
+        let metrics = AgentMetrics(factory: factory)
         let reconciler = Reconciler(
-            kernel: kernel, node: node, settings: settings, metrics: AgentMetrics(factory: factory),
-            sourceSummary: source.summary, logger: logger)
+            kernel: kernel, node: node, settings: settings, metrics: metrics, sourceSummary: source.summary, logger: logger)
+        // The scrape's dumps on a connection of their own: a sync never waits for one.
+        let trafficSampler = TrafficSampler(kernel: try openKernel(), reconciler: reconciler, metrics: metrics)
         let endpoints = HTTPEndpoints(
-            host: listenAddress.host, port: listenAddress.port, reconciler: reconciler, registry: registry, logger: logger)
+            host: listenAddress.host, port: listenAddress.port, reconciler: reconciler, registry: registry,
+            trafficSampler: trafficSampler, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [

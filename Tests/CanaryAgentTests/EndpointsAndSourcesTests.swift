@@ -26,13 +26,15 @@ struct EndpointsAndSourcesTests {
     func endpoints() async throws {
         let registry = PrometheusCollectorRegistry()
         let factory = PrometheusMetricsFactory(registry: registry)
+        let kernel = InMemoryIPVS()
+        let metricsStore = AgentMetrics(factory: factory)
         let reconciler = Reconciler(
-            kernel: InMemoryIPVS(), node: InMemoryNodePlumbing(), metrics: AgentMetrics(factory: factory),
-            sourceSummary: "test", logger: Logger(label: "test"))
+            kernel: kernel, node: InMemoryNodePlumbing(), metrics: metricsStore, sourceSummary: "test", logger: Logger(label: "test"))
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
         let endpoints = HTTPEndpoints(
-            host: "127.0.0.1", port: 0, reconciler: reconciler, registry: registry, logger: Logger(label: "test"),
-            onListening: { portContinuation.yield($0) })
+            host: "127.0.0.1", port: 0, reconciler: reconciler, registry: registry,
+            trafficSampler: TrafficSampler(kernel: kernel, reconciler: reconciler, metrics: metricsStore),
+            logger: Logger(label: "test"), onListening: { portContinuation.yield($0) })
         let server = Task { try await endpoints.run() }
         defer { server.cancel() }
         var ports = portStream.makeAsyncIterator()

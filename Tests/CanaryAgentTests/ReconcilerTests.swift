@@ -79,8 +79,54 @@ struct ReconcilerTests {
         #expect(status.services.map(\.programmed) == [true, true])
         #expect(status.services.first { $0.name == "web" }?.targetCanaryShare == 0.1)
         #expect(try bench.metrics.expectGauge("canary_agent_services").lastValue == 2)
-        #expect(try bench.metrics.expectGauge("canary_agent_canary_share_target", [("service", "api")]).lastValue == 0.25)
+        #expect(await bench.reconciler.shareRows().first { $0.service == "api" }?.target == 0.25)
         #expect(bench.netlinkOperations("add-service") == 2)
+        // Both addresses in one request; the hairpin set written whole once.
+        #expect(bench.node.bindRequests == 1)
+        #expect(bench.node.masqueradeCalls == [.sync(rewrite: true)])
+    }
+
+    @Test("a change of endpoints is one hairpin update of exactly what changed; an endpoint shared with another service stays")
+    func hairpinUpdatesAreIncremental() async throws {
+        let bench = Bench()
+        let shared = Self.service("shared", "10.96.0.12:80", stable: ["10.9.1.2:80"])
+        await bench.submit([Self.web, Self.api, shared])
+        await bench.reconciler.fullSync()
+        // web: 10.9.1.2 (also shared's) and 10.9.1.9 leave, 10.9.1.8 comes.
+        let changed = Self.service("web", "10.96.0.10:80", stable: ["10.9.1.3:80", "10.9.1.4:80"], canary: ["10.9.1.8:80"], share: 1000)
+        await bench.submit([changed, Self.api, shared])
+        await bench.reconciler.incrementalSync()
+        // 10.9.1.9 drains: its connections still need the hairpin rule until they are gone.
+        #expect(bench.node.masqueradeCalls.last == .update(adding: [IPAddress("10.9.1.8")!], removing: []))
+        await bench.reconciler.incrementalSync()  // drained (no connections): deleted
+        #expect(bench.node.masqueradeCalls.last == .update(adding: [], removing: [IPAddress("10.9.1.9")!]))
+        #expect(bench.node.masqueraded?.contains(IPAddress("10.9.1.2")!) == true)
+        #expect(bench.node.masqueradeCalls.count == 3)
+        // A change with the same endpoints (a weight) does not touch the set.
+        await bench.submit([Self.service("web", "10.96.0.10:80", stable: ["10.9.1.3:80", "10.9.1.4:80"], canary: ["10.9.1.8:80"], share: 3000), Self.api, shared])
+        await bench.reconciler.incrementalSync()
+        #expect(bench.node.masqueradeCalls.count == 3)
+        let status = try bench.metrics.expectGauge("canary_agent_destinations").lastValue
+        #expect(status == Double(try bench.table().values.reduce(0) { $0 + $1.destinations.count }))
+    }
+
+    @Test("a failed hairpin update is reported and the next full sync rewrites the set")
+    func failedHairpinUpdateIsRewritten() async throws {
+        let bench = Bench()
+        await bench.submit([Self.web])
+        await bench.reconciler.fullSync()
+        bench.node.failMasqueradeUpdates(true)
+        let web = Self.service("web", "10.96.0.10:80", stable: ["10.9.1.2:80", "10.9.1.5:80"], canary: ["10.9.1.9:80"], share: 1000)
+        await bench.submit([web])
+        await bench.reconciler.incrementalSync()
+        #expect(bench.metrics.counterTotal(label: "canary_agent_errors_total", dimensions: [("reason", "masquerade_rules")]) == 1)
+        bench.node.failMasqueradeUpdates(false)
+        await bench.reconciler.fullSync()
+        #expect(bench.node.masqueradeCalls.last == .sync(rewrite: true))
+        #expect(bench.node.masqueraded == Set(["10.9.1.2", "10.9.1.5", "10.9.1.9"].map { IPAddress($0)! }))
+        // Once right, a full sync trusts the set again.
+        await bench.reconciler.fullSync()
+        #expect(bench.node.masqueradeCalls.last == .sync(rewrite: false))
     }
 
     @Test("a restart adopts the table it left: no operation at all")

@@ -39,40 +39,48 @@ final class RecordingRunner: CommandRunner {
 @Suite struct MasqueradeRenderingTests {
     static let ipvs = "-m ipvs --vdir ORIGINAL --vmethod MASQ"
     static let jump = "-A POSTROUTING -m comment --comment \"\(MasqueradeRules.jumpComment)\" -j CANARY-POSTROUTING"
-    static let endpoints: Set<IPAddress> = [IPAddress("10.9.1.3")!, IPAddress("10.9.1.2")!, IPAddress("fd00::2")!]
+
+    static func chain(_ family: IPAddress.Family) -> [String] {
+        [
+            "-A CANARY-POSTROUTING -m comment --comment \"clients on this node\" -m addrtype --src-type LOCAL \(ipvs) -j MASQUERADE",
+            "-A CANARY-POSTROUTING -m comment --comment hairpin -m set --match-set \(HairpinSet.name(family)) src,dst \(ipvs) -j MASQUERADE",
+        ]
+    }
 
     @Test func firstApplyWritesTheChainAndOneJumpPerFamily() throws {
         let runner = RecordingRunner()
-        try MasqueradeRules(runner: runner).apply(endpoints: Self.endpoints, masqueradeAll: false)
+        #expect(try MasqueradeRules(runner: runner).apply(masqueradeAll: false))
         let calls = runner.calls
         #expect(calls.map(\.executable) == ["iptables", "iptables-restore", "ip6tables", "ip6tables-restore"])
         #expect(calls[0].arguments == ["-w", "-t", "nat", "-S"])
         #expect(calls[1].arguments == ["-w", "--noflush"])
-        #expect(calls[1].input == """
-            *nat
-            :CANARY-POSTROUTING - [0:0]
-            -A CANARY-POSTROUTING -m comment --comment "clients on this node" -m addrtype --src-type LOCAL \(Self.ipvs) -j MASQUERADE
-            -A CANARY-POSTROUTING -s 10.9.1.2/32 -d 10.9.1.2/32 -m comment --comment hairpin \(Self.ipvs) -j MASQUERADE
-            -A CANARY-POSTROUTING -s 10.9.1.3/32 -d 10.9.1.3/32 -m comment --comment hairpin \(Self.ipvs) -j MASQUERADE
-            -I POSTROUTING 1 -m comment --comment "\(MasqueradeRules.jumpComment)" -j CANARY-POSTROUTING
-            COMMIT
+        for (call, family) in [(calls[1], IPAddress.Family.inet), (calls[3], .inet6)] {
+            #expect(call.input == """
+                *nat
+                :CANARY-POSTROUTING - [0:0]
+                \(Self.chain(family).joined(separator: "\n"))
+                -I POSTROUTING 1 -m comment --comment "\(MasqueradeRules.jumpComment)" -j CANARY-POSTROUTING
+                COMMIT
 
-            """)
-        #expect(calls[3].input == """
-            *nat
-            :CANARY-POSTROUTING - [0:0]
-            -A CANARY-POSTROUTING -m comment --comment "clients on this node" -m addrtype --src-type LOCAL \(Self.ipvs) -j MASQUERADE
-            -A CANARY-POSTROUTING -s fd00::2/128 -d fd00::2/128 -m comment --comment hairpin \(Self.ipvs) -j MASQUERADE
-            -I POSTROUTING 1 -m comment --comment "\(MasqueradeRules.jumpComment)" -j CANARY-POSTROUTING
-            COMMIT
+                """)
+        }
+    }
 
-            """)
+    @Test func aChainAndJumpAsTheyShouldBeAreNotRewritten() throws {
+        let listing = (["-P POSTROUTING ACCEPT", "-N CANARY-POSTROUTING", Self.jump] + Self.chain(.inet)).joined(separator: "\n") + "\n"
+        let runner = RecordingRunner(listings: ["iptables": listing])
+        #expect(try MasqueradeRules(runner: runner).apply(masqueradeAll: false, families: [.inet]) == false)
+        #expect(runner.calls.map(\.executable) == ["iptables"])
+        // One rule of another agent version in the chain: rewritten.
+        let old = listing + "-A CANARY-POSTROUTING -s 10.9.1.2/32 -d 10.9.1.2/32 -m comment --comment hairpin \(Self.ipvs) -j MASQUERADE\n"
+        let rewriting = RecordingRunner(listings: ["iptables": old])
+        #expect(try MasqueradeRules(runner: rewriting).apply(masqueradeAll: false, families: [.inet]))
     }
 
     @Test func aPresentJumpIsKeptAndExtraOnesDeleted() throws {
         let listing = "-P POSTROUTING ACCEPT\n-N CANARY-POSTROUTING\n\(Self.jump)\n-A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE\n\(Self.jump)\n-A CANARY-POSTROUTING -j MASQUERADE\n"
         let runner = RecordingRunner(listings: ["iptables": listing])
-        try MasqueradeRules(runner: runner).apply(endpoints: [], masqueradeAll: false, families: [.inet])
+        try MasqueradeRules(runner: runner).apply(masqueradeAll: false, families: [.inet])
         let script = runner.calls[1].input
         #expect(!script.contains("-I POSTROUTING"))
         #expect(script.split(separator: "\n").filter { $0.hasPrefix("-D POSTROUTING") }
@@ -81,16 +89,15 @@ final class RecordingRunner: CommandRunner {
     }
 
     @Test func masqueradeAllIsOneRule() {
-        let rules = MasqueradeRules(runner: RecordingRunner())
-            .chainRules(family: .inet, endpoints: Self.endpoints, masqueradeAll: true)
+        let rules = MasqueradeRules(runner: RecordingRunner()).chainRules(family: .inet, masqueradeAll: true)
         #expect(rules == ["-m comment --comment \"all IPVS-NAT traffic (masquerade-all)\" \(Self.ipvs) -j MASQUERADE"])
     }
 
     @Test func onlyTheAskedFamiliesAreProgrammed() throws {
         let runner = RecordingRunner()
-        try MasqueradeRules(runner: runner).apply(endpoints: Self.endpoints, masqueradeAll: false, families: [.inet6])
+        try MasqueradeRules(runner: runner).apply(masqueradeAll: false, families: [.inet6])
         #expect(runner.calls.map(\.executable) == ["ip6tables", "ip6tables-restore"])
-        #expect(!runner.calls[1].input.contains("10.9.1"))
+        #expect(runner.calls[1].input.contains("CANARY-HAIRPIN6 src,dst"))
     }
 
     @Test func removalDeletesTheJumpsAndTheChainOnly() throws {
@@ -111,10 +118,10 @@ final class RecordingRunner: CommandRunner {
 
     @Test func aFailedRestoreIsAnErrorWithWhatItSaid() {
         let runner = RecordingRunner(failing: "iptables-restore")
-        #expect(throws: NodeNetworkError.iptables(
+        #expect(throws: NodeNetworkError.command(
             command: "iptables-restore -w --noflush", output: "exit status 2: iptables-restore: line 3 failed")
         ) {
-            try MasqueradeRules(runner: runner).apply(endpoints: [], masqueradeAll: false)
+            try MasqueradeRules(runner: runner).apply(masqueradeAll: false)
         }
     }
 
@@ -127,6 +134,26 @@ final class RecordingRunner: CommandRunner {
             """
         #expect(MasqueradeRules.jumpRules(in: listing) == ["-A POSTROUTING -j CANARY-POSTROUTING"])
         #expect(!MasqueradeRules.chainExists(in: listing))
+    }
+
+    @Test func aHairpinReplacementFillsAScratchSetAndSwapsItIn() {
+        let set = HairpinSet(runner: RecordingRunner())
+        let endpoints: Set<IPAddress> = [IPAddress("10.9.1.3")!, IPAddress("10.9.1.2")!]
+        #expect(set.renderReplacement(endpoints: endpoints, family: .inet, exists: false) == """
+            create CANARY-HAIRPIN-NEW hash:net,net family inet maxelem \(HairpinSet.maximumEntries)
+            flush CANARY-HAIRPIN-NEW
+            add CANARY-HAIRPIN-NEW 10.9.1.2,10.9.1.2
+            add CANARY-HAIRPIN-NEW 10.9.1.3,10.9.1.3
+            create CANARY-HAIRPIN hash:net,net family inet maxelem \(HairpinSet.maximumEntries)
+            swap CANARY-HAIRPIN-NEW CANARY-HAIRPIN
+            destroy CANARY-HAIRPIN-NEW
+
+            """)
+        #expect(set.renderUpdate(adding: [IPAddress("fd00::2")!], removing: [IPAddress("10.9.1.2")!]) == """
+            del CANARY-HAIRPIN 10.9.1.2,10.9.1.2
+            add CANARY-HAIRPIN6 fd00::2,fd00::2
+
+            """)
     }
 }
 
@@ -146,11 +173,11 @@ final class RecordingRunner: CommandRunner {
             try shell(iptables, "-w", "-t", "nat", "-A", "OTHER", "-j", "RETURN")
             let foreign = iptables == "iptables" ? foreignRule : foreignRule.replacingOccurrences("192.168.77.0/24", "fd77::/64")
             try shell(iptables + "-restore", "-w", "--noflush", input: "*nat\n\(foreign)\nCOMMIT\n")
+            let family: IPAddress.Family = iptables == "iptables" ? .inet : .inet6
 
-            func check(_ endpoints: Set<IPAddress>, masqueradeAll: Bool) throws {
-                let family: IPAddress.Family = iptables == "iptables" ? .inet : .inet6
+            func check(masqueradeAll: Bool) throws {
                 let saved = try natRules(save)
-                let expected = rules.chainRules(family: family, endpoints: endpoints, masqueradeAll: masqueradeAll)
+                let expected = rules.chainRules(family: family, masqueradeAll: masqueradeAll)
                 #expect(saved.filter { $0.hasPrefix("-A CANARY-POSTROUTING ") } == expected.map { "-A CANARY-POSTROUTING \($0)" })
                 let jumps = saved.filter { $0.hasPrefix("-A POSTROUTING") && $0.hasSuffix("-j CANARY-POSTROUTING") }
                 #expect(jumps == ["-A POSTROUTING -m comment --comment \"\(MasqueradeRules.jumpComment)\" -j CANARY-POSTROUTING"])
@@ -160,16 +187,17 @@ final class RecordingRunner: CommandRunner {
                 #expect(saved.contains("-A OTHER -j RETURN"))
             }
 
-            let first: Set<IPAddress> = [IPAddress("10.9.1.2")!, IPAddress("10.9.1.3")!, IPAddress("fd00::2")!]
-            let second: Set<IPAddress> = [IPAddress("10.9.1.4")!, IPAddress("fd00::3")!, IPAddress("fd00::4")!]
-            try rules.apply(endpoints: first, masqueradeAll: false)
-            try check(first, masqueradeAll: false)
-            try rules.apply(endpoints: first, masqueradeAll: false)
-            try check(first, masqueradeAll: false)
-            try rules.apply(endpoints: second, masqueradeAll: false)
-            try check(second, masqueradeAll: false)
-            try rules.apply(endpoints: second, masqueradeAll: true)
-            try check(second, masqueradeAll: true)
+            #expect(try rules.apply(masqueradeAll: false, families: [family]))
+            try check(masqueradeAll: false)
+            // As the kernel lists it, the chain is what the agent writes: nothing to write again.
+            #expect(try rules.apply(masqueradeAll: false, families: [family]) == false)
+            try check(masqueradeAll: false)
+            // Someone flushed the chain: written again.
+            try shell(iptables, "-w", "-t", "nat", "-F", MasqueradeRules.chain)
+            #expect(try rules.apply(masqueradeAll: false, families: [family]))
+            try check(masqueradeAll: false)
+            #expect(try rules.apply(masqueradeAll: true, families: [family]))
+            try check(masqueradeAll: true)
 
             try rules.remove()
             let after = try natRules(save)
@@ -186,13 +214,47 @@ final class RecordingRunner: CommandRunner {
         try NetworkNamespace.run {
             var rules = MasqueradeRules()
             rules.ipvsNATMatch = ["-m", "mark", "--mark", "0x4000/0x4000"]
+            rules.hairpinMatch = { _ in ["-m", "mark", "--mark", "0x8000/0x8000"] }
             try Self.exercise(rules)
         }
     }
 
-    @Test(.requiresIPVSMatch)
+    @Test(.requiresIPVSMatch, .requiresIPSet)
     func appliesReplacesAndRemovesTheRealRules() throws {
-        try NetworkNamespace.run { try Self.exercise(MasqueradeRules()) }
+        try NetworkNamespace.run {
+            let set = HairpinSet()
+            for family in [IPAddress.Family.inet, .inet6] { try set.sync(endpoints: [], family: family, rewrite: true) }
+            try Self.exercise(MasqueradeRules())
+            try set.remove()
+        }
+    }
+
+    @Test(.requiresIPSet)
+    func theHairpinSetIsReplacedUpdatedAndRemoved() throws {
+        try NetworkNamespace.run {
+            let set = HairpinSet()
+            let first: Set<IPAddress> = [IPAddress("10.9.1.2")!, IPAddress("10.9.1.3")!, IPAddress("fd00::2")!]
+            #expect(try set.endpoints(.inet) == nil)
+            #expect(try set.sync(endpoints: first, family: .inet, rewrite: false))
+            #expect(try set.sync(endpoints: first, family: .inet6, rewrite: false))
+            #expect(try set.endpoints(.inet) == [IPAddress("10.9.1.2")!, IPAddress("10.9.1.3")!])
+            #expect(try set.endpoints(.inet6) == [IPAddress("fd00::2")!])
+            // The right size: trusted, not written.
+            #expect(try set.sync(endpoints: first, family: .inet, rewrite: false) == false)
+            // One change: exactly the entries named; adding one there and deleting one absent are fine.
+            try set.update(adding: [IPAddress("10.9.1.4")!, IPAddress("10.9.1.3")!], removing: [IPAddress("10.9.1.2")!, IPAddress("10.9.1.7")!])
+            #expect(try set.endpoints(.inet) == [IPAddress("10.9.1.3")!, IPAddress("10.9.1.4")!])
+            // Someone deleted an entry: the size tells, and a sync rewrites it whole.
+            try shell("ipset", "del", "CANARY-HAIRPIN", "10.9.1.4,10.9.1.4")
+            #expect(try set.sync(endpoints: [IPAddress("10.9.1.3")!, IPAddress("10.9.1.4")!], family: .inet, rewrite: false))
+            #expect(try set.endpoints(.inet) == [IPAddress("10.9.1.3")!, IPAddress("10.9.1.4")!])
+            // The entry matches exactly a packet from the endpoint to itself.
+            try shell("ipset", "test", "CANARY-HAIRPIN", "10.9.1.3,10.9.1.3")
+            #expect(throws: (any Error).self) { try shell("ipset", "test", "CANARY-HAIRPIN", "10.9.1.3,10.9.1.4") }
+            try set.remove()
+            #expect(try set.endpoints(.inet) == nil)
+            #expect(try set.endpoints(.inet6) == nil)
+        }
     }
 }
 
@@ -236,7 +298,7 @@ extension String {
         usleep(200_000)
     }
 
-    @Test(.requiresIPVSMatch, .requiresDummyInterfaces, .requiresIPVSSysctls)
+    @Test(.requiresIPVSMatch, .requiresIPSet, .requiresDummyInterfaces, .requiresIPVSSysctls)
     func aClientOnTheNodeIsMasqueradedAndOtherTrafficIsNot() throws {
         try NetworkNamespace.run {
             _ = try Sysctls().ensure(SysctlSetting.ipvsRequired)
@@ -248,7 +310,8 @@ extension String {
             try shell("ipvsadm", "-A", "-t", "10.96.0.10:80", "-s", "rr")
             try shell("ipvsadm", "-a", "-t", "10.96.0.10:80", "-r", "10.0.0.2:8080", "-m")
             defer { _ = try? shell("ipvsadm", "-C") }
-            try MasqueradeRules().apply(endpoints: [IPAddress("10.0.0.2")!], masqueradeAll: false, families: [.inet])
+            try HairpinSet().sync(endpoints: [IPAddress("10.0.0.2")!], family: .inet, rewrite: true)
+            try MasqueradeRules().apply(masqueradeAll: false, families: [.inet])
             #expect(Self.packets(of: "clients on this node", in: try shell("iptables-save", "-c", "-t", "nat")) == 0)
 
             // Not IPVS: a plain connection of the node to a remote address.

@@ -87,6 +87,27 @@ import Glibc
         }
     }
 
+    @Test func addsThousandsOfAddressesManyPerDatagramWithOneResultEach() throws {
+        try NetworkNamespace.run {
+            try Self.makeVeth()
+            let network = try RouteNetlink()
+            var addresses = (0..<2000).map { Self.address("10.98.\($0 / 250).\($0 % 250 + 1)") }
+            addresses += (0..<500).map { Self.address("fd00::2:\(String($0, radix: 16))") }
+            try network.addAddress(addresses[7], to: "v0")  // already there: a success
+            let multicast = Self.address("ff02::1")  // refused by the kernel: one failure, the rest go on
+            let results = try network.addAddresses(addresses + [multicast], to: "v0")
+            #expect(results.count == addresses.count + 1)
+            #expect(results.dropLast().allSatisfy { if case .success = $0 { true } else { false } })
+            guard case .failure(let error) = results.last else {
+                Issue.record("the multicast address was taken")
+                return
+            }
+            #expect("\(error)".contains("ff02::1"), "\(error)")
+            #expect(try network.addresses(on: "v0") == Set(addresses))
+            #expect(throws: NodeNetworkError.self) { try network.addAddresses(addresses, to: "missing0") }
+        }
+    }
+
     @Test func aMissingInterfaceHasNoAddressesAndCannotTakeOne() throws {
         try NetworkNamespace.run {
             let network = try RouteNetlink()

@@ -89,6 +89,15 @@ enum NodeCapability {
         }
     }
 
+    /// Whether the kernel has ip_set with hash:net,net and iptables its set match (xt_set).
+    static let ipsetMatch: Result<Void, any Error> = Result {
+        try NetworkNamespace.run {
+            try shell("ipset", "create", "PROBE", "hash:net,net")
+            try shell("iptables", "-w", "-t", "nat", "-N", "PROBE")
+            try shell("iptables", "-w", "-t", "nat", "-A", "PROBE", "-m", "set", "--match-set", "PROBE", "src,dst", "-j", "RETURN")
+        }
+    }
+
     /// Whether the IPVS sysctls exist (the ip_vs module is loaded).
     static let ipvsSysctls: Result<Void, any Error> = Result {
         _ = try Sysctls().read("net.ipv4.vs.conntrack")
@@ -119,6 +128,12 @@ extension Trait where Self == ConditionTrait {
     static var requiresIPVSMatch: Self {
         .enabled(if: NodeCapability.enabled(NodeCapability.ipvsMatch),
                  NodeCapability.reason(NodeCapability.ipvsMatch, "the iptables ipvs match (xt_ipvs)"))
+    }
+
+    /// Runs only where the kernel has ipsets and iptables their match (the VM bench).
+    static var requiresIPSet: Self {
+        .enabled(if: NodeCapability.enabled(NodeCapability.ipsetMatch),
+                 NodeCapability.reason(NodeCapability.ipsetMatch, "ipset (ip_set, hash:net,net, xt_set)"))
     }
 
     /// Runs only where the IPVS sysctls exist (the VM bench, ip_vs loaded).

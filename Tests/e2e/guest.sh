@@ -34,7 +34,7 @@ for module in ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh ip_vs_mh nf_conntrack veth bridg
     modprobe "$module" || { say "modprobe $module failed"; finish 92; }
 done
 # The agent's masquerade rules (iptables-restore) need these; the kernel would load most on demand.
-for module in iptable_nat iptable_filter xt_ipvs xt_comment xt_mark xt_MASQUERADE nf_nat ip_tables nf_tables nft_compat; do
+for module in iptable_nat iptable_filter xt_ipvs xt_comment xt_mark xt_MASQUERADE xt_set ip_set_hash_netnet nf_nat ip_tables nf_tables nft_compat; do
     modprobe "$module" 2>/dev/null || say "optional module $module not loaded"
 done
 ip link set lo up

@@ -41,7 +41,7 @@ say "$(ipvsadm --version 2>&1 || echo 'ipvsadm: not found')"
 say "memory: $(awk '/MemTotal/ {print $2, $3}' /proc/meminfo), cpus: $(nproc)"
 
 # Debian's kernel has IPVS and its schedulers as modules; the host's /lib/modules is visible here.
-required_modules=(ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh ip_vs_mh ip_vs_lc)
+required_modules=(ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh ip_vs_mh ip_vs_lc ip_set ip_set_hash_netnet xt_set)
 optional_modules=(nf_conntrack sctp)
 if [ ! -d "/lib/modules/$(uname -r)" ]; then
     say "no /lib/modules/$(uname -r): install the matching linux-image package on the host"

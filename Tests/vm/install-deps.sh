@@ -16,7 +16,7 @@ log() { printf 'install-deps: %s\n' "$*"; }
 APT_PACKAGES=(
     libnl-3-dev libnl-genl-3-dev libmnl-dev pkg-config
     qemu-system-x86 linux-image-amd64 busybox-static
-    ipvsadm iproute2 kmod iptables nftables procps
+    ipvsadm iproute2 kmod iptables ipset nftables procps
     python3 python3-pip
 )
 VIRTME_NG_PIP_SPEC="virtme-ng"

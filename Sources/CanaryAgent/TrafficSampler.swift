@@ -1,0 +1,75 @@
+import CanaryCore
+import Foundation
+import IPVS
+import NIOPosix
+
+/// What labels the kernel's per-destination counters: which services are the agent's, and for
+/// each destination its service's name and its role (stable, canary, or leaving: no longer
+/// desired, draining).
+public struct TrafficLabeling: Sendable {
+    public var ready: Bool
+    public var ownership: Ownership
+    public var desired: DesiredState
+
+    /// The labelled counters of the agent's destinations in a dump.
+    public func rows(of dump: [ServiceEntry]) -> [(label: AgentMetrics.DestinationLabel, stats: TrafficStats)] {
+        var rows: [(label: AgentMetrics.DestinationLabel, stats: TrafficStats)] = []
+        for entry in dump where ownership.owns(entry.service.key) {
+            let service = desired.services[entry.service.key]
+            let canary = Set(service?.canary.map(\.address) ?? [])
+            let name = service?.name ?? "\(entry.service.key)"
+            for destination in entry.destinations {
+                let role = canary.contains(destination.address) ? "canary" : (service == nil ? "leaving" : "stable")
+                rows.append((
+                    AgentMetrics.DestinationLabel(service: name, destination: "\(destination.address)", role: role),
+                    destination.stats?.traffic ?? TrafficStats()
+                ))
+            }
+        }
+        return rows
+    }
+}
+
+/// Reads the kernel's per-destination counters for `/metrics`, on a netlink socket of its own and
+/// a thread of NIO's pool, so that neither the reconciler nor the event loops wait for a dump
+/// (seconds at 100,000 destinations). Scrapes close together share one dump: a dump is reused
+/// for `max(minimumInterval, 10 × its own duration)`, so that scraping never keeps the node busy
+/// dumping. Scrapes that arrive during a dump wait for it.
+public actor TrafficSampler {
+    let kernel: any IPVSKernel
+    let reconciler: Reconciler
+    let metrics: AgentMetrics
+    let minimumInterval: Duration
+    private var validUntil: ContinuousClock.Instant?
+    private var inFlight: Task<Void, Never>?
+
+    /// `kernel` should be a connection of its own (not the reconciler's), so that a dump never
+    /// holds up a sync.
+    public init(kernel: any IPVSKernel, reconciler: Reconciler, metrics: AgentMetrics, minimumInterval: Duration = .seconds(1)) {
+        self.kernel = kernel
+        self.reconciler = reconciler
+        self.metrics = metrics
+        self.minimumInterval = minimumInterval
+    }
+
+    /// Brings the traffic counters up to date, unless the last dump is recent enough.
+    public func refresh() async {
+        if let inFlight { return await inFlight.value }
+        if let validUntil, ContinuousClock.now < validUntil { return }
+        let task = Task { await sample() }
+        inFlight = task
+        await task.value
+        inFlight = nil
+    }
+
+    private func sample() async {
+        let labeling = await reconciler.trafficLabeling()
+        guard labeling.ready else { return }
+        let started = ContinuousClock.now
+        let kernel = kernel
+        guard let dump = try? await NIOThreadPool.singleton.runIfActive({ try kernel.dumpTable() }) else { return }
+        let took = ContinuousClock.now - started
+        metrics.traffic(labeling.rows(of: dump))
+        validUntil = .now + max(minimumInterval, took * 10)
+    }
+}
