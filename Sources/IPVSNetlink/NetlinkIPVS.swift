@@ -186,13 +186,22 @@ public final class NetlinkIPVS: IPVSKernel {
         for sequences: [UInt32], on socket: GenericNetlinkSocket, firstSequence: UInt32,
         _ operations: [IPVSOperation], into results: inout [Result<Void, IPVSError>?]
     ) throws(IPVSError) {
-        var waiting = Set(sequences)
-        while !waiting.isEmpty {
-            for message in try socket.receive() where Int32(message.type) == NLMSG_ERROR {
-                guard waiting.remove(message.sequence) != nil else { continue }
-                let index = Int(message.sequence &- firstSequence)
-                let ack = try NetlinkAcknowledgement(message)
-                results[index] = ack.errorCode == 0 ? .success(()) : .failure(Self.error(ack, for: operations[index]))
+        // The batch's sequences are consecutive: an ack is the batch's when its offset from the
+        // batch's first falls inside it, and has not been seen.
+        guard let batchFirst = sequences.first else { return }
+        var waiting = sequences.count
+        while waiting > 0 {
+            try socket.receiveAcknowledgements { sequence, ack throws(IPVSError) in
+                let offset = Int(sequence &- batchFirst)
+                guard offset >= 0, offset < sequences.count else { return }
+                let index = Int(sequence &- firstSequence)
+                guard results[index] == nil else { return }
+                waiting -= 1
+                if let ack, ack.errorCode != 0 {
+                    results[index] = .failure(Self.error(ack, for: operations[index]))
+                } else {
+                    results[index] = .success(())
+                }
             }
         }
     }

@@ -8,6 +8,8 @@ final class GenericNetlinkSocket {
     private let socket: OpaquePointer
     let portID: UInt32
     private var receiveBuffer: [UInt8]
+    private var ackBuffer: [UInt8]
+    private var ackLengths: [Int32]
     private var nextSequence: UInt32
 
     /// Opens and binds the socket. Replies are read with a timeout so that a lost one never hangs the caller.
@@ -30,6 +32,8 @@ final class GenericNetlinkSocket {
         _ = canary_set_netlink_opt(fd, NETLINK_EXT_ACK, 1)
         _ = canary_set_receive_timeout(fd, receiveTimeoutMilliseconds)
         receiveBuffer = [UInt8](repeating: 0, count: 256 * 1024)
+        ackBuffer = [UInt8](repeating: 0, count: 64 * Self.acknowledgementSlotSize)
+        ackLengths = [Int32](repeating: 0, count: 64)
         nextSequence = UInt32(truncatingIfNeeded: UInt64(portID) &* 2_654_435_761)
     }
 
@@ -58,6 +62,55 @@ final class GenericNetlinkSocket {
         }
         return try NetlinkMessage.split(receiveBuffer[0..<count]).filter { $0.portID == portID || $0.portID == 0 }
     }
+
+    /// Reads acks many datagrams per system call (recvmmsg) and parses them in place: a success
+    /// costs no copy and no allocation; an error is copied out and parsed whole (its extended-ack
+    /// text). `handle` gets the sequence of each NLMSG_ERROR message addressed to this socket, with
+    /// nil for a success. Returns after one call's datagrams; callers loop until they have theirs.
+    func receiveAcknowledgements(_ handle: (UInt32, NetlinkAcknowledgement?) throws(IPVSError) -> Void) throws(IPVSError) {
+        let slotSize = Self.acknowledgementSlotSize
+        let count = ackBuffer.withUnsafeMutableBytes { raw in
+            ackLengths.withUnsafeMutableBufferPointer { lengths in
+                canary_receive_many(
+                    mnl_socket_get_fd(socket), raw.baseAddress, Int32(slotSize), Int32(lengths.count), lengths.baseAddress)
+            }
+        }
+        guard count >= 0 else {
+            let code = -count
+            throw .socket(call: code == EAGAIN || code == EWOULDBLOCK ? "recvmmsg (timed out)" : "recvmmsg", errno: code)
+        }
+        for slot in 0..<Int(count) {
+            let length = Int(ackLengths[slot])
+            guard length >= 0 else { throw .malformedMessage("a datagram larger than \(slotSize) bytes among acks") }
+            let start = slot * slotSize
+            let datagram = ackBuffer[start..<(start + length)]
+            var offset = datagram.startIndex
+            while datagram.endIndex - offset >= NetlinkMessage.headerLength {
+                let messageLength = Int(readUInt32(datagram, at: offset))
+                guard messageLength >= NetlinkMessage.headerLength, messageLength <= datagram.endIndex - offset else {
+                    throw .malformedMessage("message length \(messageLength) with \(datagram.endIndex - offset) bytes left")
+                }
+                let type = readUInt16(datagram, at: offset + 4)
+                let port = readUInt32(datagram, at: offset + 12)
+                if Int32(type) == NLMSG_ERROR, port == portID || port == 0 {
+                    guard messageLength >= NetlinkMessage.headerLength + 4 else {
+                        throw .malformedMessage("error message of \(messageLength) bytes")
+                    }
+                    let sequence = readUInt32(datagram, at: offset + 8)
+                    if readUInt32(datagram, at: offset + NetlinkMessage.headerLength) == 0 {
+                        try handle(sequence, nil)
+                    } else {
+                        let message = try NetlinkMessage.split(datagram[offset..<(offset + messageLength)])[0]
+                        try handle(sequence, try NetlinkAcknowledgement(message))
+                    }
+                }
+                offset += align4(messageLength)
+            }
+        }
+    }
+
+    /// Room for one ack datagram (36 bytes with NETLINK_CAP_ACK; an extended ack's text is short).
+    static let acknowledgementSlotSize = 4096
 
     /// Sends one request and reads its replies until the ack (or NLMSG_DONE for a dump).
     /// The replies' payloads are returned; an error ack throws through `error`.
