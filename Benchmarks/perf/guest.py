@@ -306,10 +306,10 @@ class Agent:
 class StartupTimeline:
     """Where the daemon's start goes, seen from outside without slowing it (no tracing): once a
     second, the addresses on its interface (it binds one per service before programming it), its
-    children (iptables, iptables-restore) and its CPU time. The phases follow: the configuration
+    children (ipset, iptables, iptables-restore) and its CPU time. The phases follow: the configuration
     read until the interface appears, the table read and the desired table until the first
     address, the binds until the last one, the plan and the IPVS operations until the first
-    iptables child, the masquerade rules while they run."""
+    ipset or iptables child, the masquerade set and rules while they run."""
 
     def __init__(self, pid: int, started: float, interface: str = "canary0"):
         self.pid, self.started, self.interface = pid, started, interface
@@ -362,7 +362,7 @@ class StartupTimeline:
         most = max((sample["addresses"] or 0 for sample in self.samples), default=0)
         last = next((sample["t"] for sample in self.samples if (sample["addresses"] or 0) == most and most), None)
         children = sorted(self.children.values(), key=lambda child: child["first_seen"])
-        iptables = [child for child in children if "iptables" in child["command"]]
+        iptables = [child for child in children if "iptables" in child["command"] or "ipset" in child["command"]]
         return {"interface_seen": appeared, "first_address_seen": first, "last_address_seen": last,
                 "addresses": most, "first_iptables_seen": iptables[0]["first_seen"] if iptables else None,
                 "last_iptables_seen": iptables[-1]["last_seen"] if iptables else None,

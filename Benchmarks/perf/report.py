@@ -216,9 +216,9 @@ def startup_text(phases: dict) -> str:
              ("iptables done", phases.get("last_iptables_seen")), ("ready", phases.get("ready"))]
     names = {("start", "interface"): "process start, configuration read and parsed, node prepared",
              ("interface", "first address"): "table dump, desired table (weights) and address claims",
-             ("first address", "last address"): f"binding {phases.get('addresses')} addresses (rtnetlink, one request and ack each, plus a link lookup each)",
+             ("first address", "last address"): f"binding {phases.get('addresses')} addresses (rtnetlink, many requests per datagram)",
              ("last address", "iptables"): "plan, IPVS operations, recording them (model, metrics)",
-             ("iptables", "iptables done"): "masquerade rules: iptables -S, then iptables-restore of the whole chain",
+             ("iptables", "iptables done"): "masquerade: the hairpin set filled (ipset restore, swapped in), then the chain checked (iptables -S) and written (iptables-restore)",
              ("iptables done", "ready"): "the rest of the sync"}
     known = [(name, value) for name, value in marks if value is not None]
     parts = []
