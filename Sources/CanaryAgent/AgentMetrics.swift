@@ -9,9 +9,14 @@ public final class AgentMetrics: @unchecked Sendable {
     private let factory: any MetricsFactory
     private let lock = NSLock()
     private var trafficTotals: [DestinationLabel: TrafficTotals] = [:]
+    private var omittedDestinations: Int?
+    /// Above this many destinations the per-destination series are not kept or exported: on a node
+    /// with 100,000 destinations they would be 300,000 series per scrape (and per node, cluster-wide).
+    public let destinationSeriesLimit: Int
 
-    public init(factory: any MetricsFactory) {
+    public init(factory: any MetricsFactory, destinationSeriesLimit: Int = 10_000) {
         self.factory = factory
+        self.destinationSeriesLimit = destinationSeriesLimit
     }
 
     /// How long one sync took, by kind (`full`: dump, plan, apply; `incremental`: the changed services).
@@ -68,7 +73,9 @@ public final class AgentMetrics: @unchecked Sendable {
     /// forgotten. Plain values, rendered by `renderScrapeTimeSeries` at scrape time: a node with
     /// 100,000 destinations would otherwise register 300,000 labelled series with the registry.
     public func traffic(_ rows: [(label: DestinationLabel, stats: TrafficStats)]) {
+        guard rows.count <= destinationSeriesLimit else { return omitTraffic(destinations: rows.count) }
         lock.withLock {
+            omittedDestinations = nil
             var next: [DestinationLabel: TrafficTotals] = [:]
             next.reserveCapacity(rows.count)
             for (label, stats) in rows {
@@ -77,6 +84,14 @@ public final class AgentMetrics: @unchecked Sendable {
                 next[label] = totals
             }
             trafficTotals = next
+        }
+    }
+
+    /// Drops the per-destination series: the agent owns more destinations than the limit.
+    public func omitTraffic(destinations: Int) {
+        lock.withLock {
+            trafficTotals = [:]
+            omittedDestinations = destinations
         }
     }
 
@@ -96,7 +111,11 @@ public final class AgentMetrics: @unchecked Sendable {
         for row in shares {
             text += "canary_agent_canary_share_effective{service=\"\(Self.escape(row.service))\"} \(row.effective)\n"
         }
-        let traffic = lock.withLock { trafficTotals }.sorted { ($0.key.service, $0.key.destination) < ($1.key.service, $1.key.destination) }
+        let (totals, omitted) = lock.withLock { (trafficTotals, omittedDestinations) }
+        if let omitted {
+            text += "# canary_agent_destination_*: not exported: \(omitted) destinations, more than --destination-metrics-limit \(destinationSeriesLimit)\n"
+        }
+        let traffic = totals.sorted { ($0.key.service, $0.key.destination) < ($1.key.service, $1.key.destination) }
         text += "# HELP canary_agent_destination_connections_total Connections the kernel gave each destination.\n"
         text += "# TYPE canary_agent_destination_connections_total counter\n"
         for (label, totals) in traffic {

@@ -198,7 +198,12 @@ public actor Reconciler {
             return
         }
         applied = Planner.index(dump)
-        metrics.traffic(trafficLabeling().rows(of: dump))
+        let dumpedDestinations = dump.reduce(0) { $0 + $1.destinations.count }
+        if dumpedDestinations > metrics.destinationSeriesLimit {
+            metrics.omitTraffic(destinations: dumpedDestinations)
+        } else {
+            metrics.traffic(trafficLabeling().rows(of: dump))
+        }
         desiredTable = DesiredTable(desiredState, current: applied)
         let keys = Set(desiredState.services.keys)
         bindAddresses(for: keys)
@@ -507,7 +512,8 @@ public actor Reconciler {
     /// what each destination is to them. The HTTP endpoint reads the counters outside the
     /// reconciler (a dump of a large table takes seconds) and labels them with this.
     public func trafficLabeling() -> TrafficLabeling {
-        TrafficLabeling(ready: ready, ownership: ownership, desired: desiredState ?? DesiredState())
+        TrafficLabeling(
+            ready: ready, ownership: ownership, desired: desiredState ?? DesiredState(), destinations: census.destinations)
     }
 
     /// The target and effective canary share of each desired service, for the scrape.

@@ -10,6 +10,8 @@ public struct TrafficLabeling: Sendable {
     public var ready: Bool
     public var ownership: Ownership
     public var desired: DesiredState
+    /// The destinations the agent owns in the kernel (the per-destination series have a limit).
+    public var destinations: Int
 
     /// The labelled counters of the agent's destinations in a dump.
     public func rows(of dump: [ServiceEntry]) -> [(label: AgentMetrics.DestinationLabel, stats: TrafficStats)] {
@@ -65,6 +67,9 @@ public actor TrafficSampler {
     private func sample() async {
         let labeling = await reconciler.trafficLabeling()
         guard labeling.ready else { return }
+        guard labeling.destinations <= metrics.destinationSeriesLimit else {
+            return metrics.omitTraffic(destinations: labeling.destinations)
+        }
         let started = ContinuousClock.now
         let kernel = kernel
         guard let dump = try? await NIOThreadPool.singleton.runIfActive({ try kernel.dumpTable() }) else { return }

@@ -54,6 +54,11 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Masquerade every IPVS-NAT connection, not only node-local clients and hairpin.")
     var masqueradeAll = false
 
+    @Option(
+        name: .long,
+        help: "Export per-destination traffic series only while the agent owns at most this many destinations.")
+    var destinationMetricsLimit = 10_000
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -87,7 +92,8 @@ struct RunCommand: AsyncParsableCommand {
             throw CommandError("\(error)")
         }
         let (source, client) = try makeSource(logger: logger)
-        let metrics = AgentMetrics(factory: factory)
+        guard destinationMetricsLimit >= 0 else { throw CommandError("--destination-metrics-limit: must be 0 or more") }
+        let metrics = AgentMetrics(factory: factory, destinationSeriesLimit: destinationMetricsLimit)
         let reconciler = Reconciler(
             kernel: kernel, node: node, settings: settings, metrics: metrics, sourceSummary: source.summary, logger: logger)
         // The scrape's dumps on a connection of their own: a sync never waits for one.

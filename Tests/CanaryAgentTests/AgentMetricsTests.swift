@@ -33,6 +33,19 @@ struct AgentMetricsTests {
         #expect(text.contains("# TYPE canary_agent_destination_connections_total counter"))
     }
 
+    @Test("above the limit the per-destination series are dropped, and the output says why")
+    func destinationSeriesLimit() {
+        let metrics = AgentMetrics(factory: TestMetrics(), destinationSeriesLimit: 1)
+        let web = AgentMetrics.DestinationLabel(service: "web", destination: "10.9.1.2:80", role: "stable")
+        let canary = AgentMetrics.DestinationLabel(service: "web", destination: "10.9.1.9:80", role: "canary")
+        metrics.traffic([(web, Self.stats(connections: 5))])
+        #expect(metrics.renderScrapeTimeSeries(shares: []).contains("10.9.1.2:80"))
+        metrics.traffic([(web, Self.stats(connections: 6)), (canary, Self.stats(connections: 1))])
+        let text = metrics.renderScrapeTimeSeries(shares: [])
+        #expect(!text.contains("10.9.1.2:80") && !text.contains("10.9.1.9:80"))
+        #expect(text.contains("not exported: 2 destinations, more than --destination-metrics-limit 1"), "\(text)")
+    }
+
     @Test("shares render one line per service, with label values escaped")
     func shares() {
         let metrics = AgentMetrics(factory: TestMetrics())
