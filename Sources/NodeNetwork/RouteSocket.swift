@@ -1,3 +1,4 @@
+import NetlinkMessages
 import CLibmnl
 
 /// Why an rtnetlink request failed, before it is given an operation and a subject.
