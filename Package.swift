@@ -38,7 +38,9 @@ let package = Package(
         // The IPVS data model, the operations on it and the kernel protocol. Pure Swift.
         .target(name: "IPVS"),
         // The real kernel: IPVS over generic netlink.
-        .target(name: "IPVSNetlink", dependencies: ["IPVS", "CLibnlGenl", "CLibmnl"]),
+        .target(name: "IPVSNetlink", dependencies: ["IPVS", "NetlinkMessages", "CLibnlGenl", "CLibmnl"]),
+        // Netlink messages and attributes read from bytes with every length checked. Pure Swift.
+        .target(name: "NetlinkMessages"),
         // Desired state, weight solver, planner. Pure Swift: no kernel, no cluster.
         .target(name: "CanaryCore", dependencies: ["IPVS"]),
 
@@ -71,7 +73,7 @@ let package = Package(
         // the sysctls IPVS needs, the masquerade rules (iptables-restore).
         .target(
             name: "NodeNetwork",
-            dependencies: ["IPVS", "CLibmnl", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["IPVS", "NetlinkMessages", "CLibmnl", .product(name: "Logging", package: "swift-log")]
         ),
 
         // The daemon: sources → reconciler → kernel, node plumbing, metrics and health endpoints.
@@ -106,7 +108,7 @@ let package = Package(
         // An IPVS table in memory with the kernel's semantics: for unit tests only.
         .target(name: "IPVSTestSupport", dependencies: ["IPVS"], path: "Tests/Support/IPVSTestSupport"),
 
-        .testTarget(name: "IPVSTests", dependencies: ["IPVS", "IPVSNetlink"]),
+        .testTarget(name: "IPVSTests", dependencies: ["IPVS", "IPVSNetlink", "NetlinkMessages"]),
         .testTarget(name: "IPVSKernelTests", dependencies: ["IPVS", "IPVSNetlink", "CanaryCore"]),
         .testTarget(
             name: "CanaryCoreTests",

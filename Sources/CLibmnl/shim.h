@@ -17,6 +17,9 @@
 #include <linux/if_link.h>
 #include <linux/if_addr.h>
 #include <linux/ip_vs.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/ipset/ip_set.h>
 
 /// Sets SO_RCVBUFFORCE (root) or SO_RCVBUF; returns 0 or -errno.
 static inline int canary_set_rcvbuf(int fd, int bytes) {

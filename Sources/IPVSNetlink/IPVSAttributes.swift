@@ -1,3 +1,4 @@
+import NetlinkMessages
 import CLibmnl
 import IPVS
 
@@ -93,7 +94,7 @@ enum IPVSDecoder {
             let port = try attributes.requiredUInt16(ServiceAttribute.port, "service port")
             key = .inet(proto, SocketAddress(address: address, port: UInt16(bigEndian: port)))
         }
-        guard let scheduler = try attributes.string(ServiceAttribute.schedulerName) else {
+        guard let scheduler = attributes.string(ServiceAttribute.schedulerName) else {
             throw .malformedMessage("service \(key) without scheduler")
         }
         guard let flagBytes = attributes.bytes(ServiceAttribute.flags), flagBytes.count == 8 else {

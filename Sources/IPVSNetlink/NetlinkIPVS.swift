@@ -1,3 +1,4 @@
+import NetlinkMessages
 import CLibmnl
 import IPVS
 import Synchronization

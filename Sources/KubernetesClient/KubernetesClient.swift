@@ -27,6 +27,9 @@ public final class KubernetesClient: Sendable {
     public let configuration: KubernetesConfiguration
     public let options: Options
     private let httpClient: HTTPClient
+    /// Where requests go: the server URL, or with `tls-server-name` the URL naming that host,
+    /// which `dnsOverride` connects to the server's own host.
+    private let requestBase: String
     private let logger: Logger
 
     public init(
@@ -53,16 +56,26 @@ public final class KubernetesClient: Sendable {
             }
         }
         let timeout = HTTPClient.Configuration.Timeout(connect: TimeAmount(options.connectTimeout))
-        let clientConfiguration = HTTPClient.Configuration(tlsConfiguration: tls, timeout: timeout)
+        var clientConfiguration = HTTPClient.Configuration(tlsConfiguration: tls, timeout: timeout)
+        var requestBase = configuration.server
+        if let name = configuration.tlsServerName, !name.isEmpty, var url = URLComponents(string: configuration.server),
+            let host = url.host, host != name
+        {
+            // As kubectl: connect to the server's host, but send `name` as the TLS server name and
+            // check the certificate against it. The requests name `name`; the connection goes to `host`.
+            url.host = name
+            if let rewritten = url.string {
+                requestBase = rewritten
+                clientConfiguration.dnsOverride = [name: host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host]
+            }
+        }
+        self.requestBase = requestBase
         self.httpClient = HTTPClient(
             eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: clientConfiguration,
             backgroundActivityLogger: logger)
         self.configuration = configuration
         self.options = options
         self.logger = logger
-        if let name = configuration.tlsServerName {
-            logger.warning("tls-server-name \(name) is not supported; the certificate is checked against \(configuration.server)")
-        }
     }
 
     /// Closes every connection. Call once, before the client goes away.
@@ -186,7 +199,7 @@ public final class KubernetesClient: Sendable {
     private func send(
         method: Verb, path: String, query: [(String, String)], body: ByteBuffer?, request: String
     ) async throws(KubernetesError) -> HTTPClientResponse {
-        var httpRequest = HTTPClientRequest(url: configuration.server + path + Self.encodeQuery(query))
+        var httpRequest = HTTPClientRequest(url: requestBase + path + Self.encodeQuery(query))
         switch method {
         case .get: httpRequest.method = .GET
         case .post: httpRequest.method = .POST

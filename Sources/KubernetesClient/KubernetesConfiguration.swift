@@ -8,8 +8,8 @@ public struct KubernetesConfiguration: Sendable {
     public var certificateAuthorityPEM: [UInt8]?
     /// Skip verifying the server's certificate. Only ever set from a kubeconfig that says so.
     public var insecureSkipTLSVerify: Bool
-    /// The kubeconfig's `tls-server-name`. Read but not applied: the HTTP client checks the certificate
-    /// against the server URL's host, which is stricter, never looser. ``KubernetesClient`` logs a warning.
+    /// The kubeconfig's `tls-server-name`: the name sent in TLS (SNI) and checked in the server's
+    /// certificate instead of the server URL's host (the connection still goes to that host).
     public var tlsServerName: String?
     /// The bearer token, if the user has one.
     public var token: BearerToken?

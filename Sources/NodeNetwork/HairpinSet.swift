@@ -7,9 +7,11 @@ import IPVS
 ///
 /// One rule and a set, where one rule per endpoint would make every change of endpoints rewrite
 /// the chain (100,000 rules for 10,000 Services of 10 endpoints): a change adds and deletes entries
-/// in one `ipset -exist restore` call, a hash lookup in the kernel per packet. A full replacement
-/// (the agent's start, a repair) fills a scratch set and swaps it in at once, so the live set is
-/// never half full.
+/// over netlink (`IPSetNetlink`, many per datagram; no process started), a hash lookup in the
+/// kernel per packet. A full replacement (the agent's start, a repair) fills a scratch set and
+/// swaps it in at once, so the live set is never half full. The sets' life (create, swap, destroy)
+/// is the `ipset` program's: a few lines, rarely. Without the netlink socket every entry goes
+/// through `ipset -exist restore` too.
 public struct HairpinSet: Sendable {
     /// The set of a family.
     public static func name(_ family: IPAddress.Family) -> String {
@@ -25,10 +27,16 @@ public struct HairpinSet: Sendable {
     public let runner: any CommandRunner
     /// The ipset program, looked up in PATH.
     public let ipset: String
+    /// Where entries are added and deleted; nil: through the ipset program.
+    public let entries: IPSetNetlink?
 
-    public init(runner: any CommandRunner = SpawnCommandRunner(), ipset: String = "ipset") {
+    /// The netlink socket is opened in the network namespace of the calling thread.
+    public init(
+        runner: any CommandRunner = SpawnCommandRunner(), ipset: String = "ipset", entries: IPSetNetlink? = try? IPSetNetlink()
+    ) {
         self.runner = runner
         self.ipset = ipset
+        self.entries = entries
     }
 
     /// Makes the family's set hold exactly these endpoints (those of other families are ignored).
@@ -40,7 +48,14 @@ public struct HairpinSet: Sendable {
         let wanted = endpoints.filter { $0.family == family }
         let count = try entryCount(family)
         if !rewrite, count == wanted.count { return false }
-        try restore(renderReplacement(endpoints: wanted, family: family, exists: count != nil))
+        guard let entries else {
+            try restore(renderReplacement(endpoints: wanted, family: family, exists: count != nil))
+            return true
+        }
+        let (prepare, swap) = renderReplacementSteps(family: family, exists: count != nil)
+        try restore(prepare)
+        try entries.update(set: Self.scratchName(family), adding: wanted.sorted(), removing: [])
+        try restore(swap)
         return true
     }
 
@@ -48,7 +63,12 @@ public struct HairpinSet: Sendable {
     /// is not an error (`-exist`).
     public func update(adding: Set<IPAddress>, removing: Set<IPAddress>) throws(NodeNetworkError) {
         guard !adding.isEmpty || !removing.isEmpty else { return }
-        try restore(renderUpdate(adding: adding, removing: removing))
+        guard let entries else { return try restore(renderUpdate(adding: adding, removing: removing)) }
+        for family in [IPAddress.Family.inet, .inet6] {
+            let add = adding.filter { $0.family == family }.sorted()
+            let remove = removing.filter { $0.family == family }.sorted()
+            if !add.isEmpty || !remove.isEmpty { try entries.update(set: Self.name(family), adding: add, removing: remove) }
+        }
     }
 
     /// Destroys the sets of these families (after the rules that use them are gone).
@@ -89,6 +109,16 @@ public struct HairpinSet: Sendable {
         if !exists { lines.append(Self.create(live, family)) }
         lines += ["swap \(scratch) \(live)", "destroy \(scratch)"]
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The `ipset restore` inputs around filling the scratch set over netlink: before, the scratch
+    /// set made empty; after, the live set made if missing, swapped with the scratch, which goes.
+    func renderReplacementSteps(family: IPAddress.Family, exists: Bool) -> (prepare: String, swap: String) {
+        let live = Self.name(family)
+        let scratch = Self.scratchName(family)
+        var swap = exists ? [] : [Self.create(live, family)]
+        swap += ["swap \(scratch) \(live)", "destroy \(scratch)"]
+        return ([Self.create(scratch, family), "flush \(scratch)"].joined(separator: "\n") + "\n", swap.joined(separator: "\n") + "\n")
     }
 
     /// The `ipset restore` input of a change: deletions first, then additions.

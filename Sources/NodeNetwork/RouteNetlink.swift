@@ -11,12 +11,12 @@ import Synchronization
 /// except the outcomes the protocol documents as success (an interface or address already there
 /// on add, already gone on remove).
 public final class RouteNetlink: NodeNetworking {
-    private let socket: Mutex<RouteSocket>
+    private let socket: Mutex<NetlinkRequestSocket>
 
     /// Opens the rtnetlink socket.
     public init() throws(NodeNetworkError) {
         do {
-            socket = Mutex(try RouteSocket())
+            socket = Mutex(try NetlinkRequestSocket())
         } catch {
             throw .netlink(operation: "open rtnetlink socket", subject: "NETLINK_ROUTE", errno: error.errno)
         }
@@ -114,7 +114,7 @@ public final class RouteNetlink: NodeNetworking {
                 throw .netlink(operation: "add addresses to", subject: name, errno: ENODEV)
             }
             let requests = addresses.map { address in
-                RouteSocket.BatchRequest(type: Int(RTM_NEWADDR), flags: NLM_F_CREATE | NLM_F_EXCL) { message in
+                NetlinkRequestSocket.BatchRequest(type: Int(RTM_NEWADDR), flags: NLM_F_CREATE | NLM_F_EXCL) { message in
                     Self.putAddress(address, prefixLength: nil, index: link.index, into: message)
                 }
             }
@@ -164,7 +164,7 @@ public final class RouteNetlink: NodeNetworking {
     // MARK: - Requests
 
     /// Keeps an existing interface when it is a dummy, setting it up if it is down.
-    private static func adopt(_ existing: LinkMessage, _ name: String, _ socket: RouteSocket) throws(NodeNetworkError) {
+    private static func adopt(_ existing: LinkMessage, _ name: String, _ socket: NetlinkRequestSocket) throws(NodeNetworkError) {
         guard existing.kind == "dummy" else { throw .interfaceKindMismatch(name: name, kind: existing.kind ?? "none") }
         if existing.flags & UInt32(IFF_UP) == 0 { try setUp(index: existing.index, name: name, socket) }
     }
@@ -179,7 +179,7 @@ public final class RouteNetlink: NodeNetworking {
     }
 
     /// The link with this name (RTM_GETLINK by IFLA_IFNAME), nil when there is none.
-    private static func link(named name: String, _ socket: RouteSocket) throws(NodeNetworkError) -> LinkMessage? {
+    private static func link(named name: String, _ socket: NetlinkRequestSocket) throws(NodeNetworkError) -> LinkMessage? {
         do {
             let replies = try socket.transact(type: Int(RTM_GETLINK)) { message in
                 message.fixedHeader(ifinfomsg.self).pointee.ifi_family = UInt8(AF_UNSPEC)
@@ -199,7 +199,7 @@ public final class RouteNetlink: NodeNetworking {
         }
     }
 
-    private static func setUp(index: Int32, name: String, _ socket: RouteSocket) throws(NodeNetworkError) {
+    private static func setUp(index: Int32, name: String, _ socket: NetlinkRequestSocket) throws(NodeNetworkError) {
         do {
             _ = try socket.transact(type: Int(RTM_NEWLINK)) { message in
                 let link = message.fixedHeader(ifinfomsg.self)
@@ -214,7 +214,7 @@ public final class RouteNetlink: NodeNetworking {
     }
 
     /// Every address of the node (RTM_GETADDR dump, both families); callers filter by interface.
-    private static func addressMessages(_ socket: RouteSocket, on name: String) throws(NodeNetworkError) -> [AddressMessage] {
+    private static func addressMessages(_ socket: NetlinkRequestSocket, on name: String) throws(NodeNetworkError) -> [AddressMessage] {
         do {
             let replies = try socket.transact(type: Int(RTM_GETADDR), dump: true) { message in
                 message.fixedHeader(ifaddrmsg.self).pointee.ifa_family = UInt8(AF_UNSPEC)
@@ -248,7 +248,7 @@ public final class RouteNetlink: NodeNetworking {
     }
 
     private static func deleteAddress(
-        _ address: IPAddress, prefixLength: UInt8?, index: Int32, _ socket: RouteSocket
+        _ address: IPAddress, prefixLength: UInt8?, index: Int32, _ socket: NetlinkRequestSocket
     ) throws(RouteNetlinkFailure) {
         _ = try socket.transact(type: Int(RTM_DELADDR)) { message in
             let header = message.fixedHeader(ifaddrmsg.self)

@@ -123,10 +123,13 @@ private struct ConfigurationReader {
         return StaticConfiguration(defaultScheduler: defaultScheduler, services: services)
     }
 
+    static let serviceFields: Set<String> = ["name", "address", "port", "protocol", "scheduler", "persistence-timeout", "stable", "canary"]
+    static let canaryFields: Set<String> = ["weight", "endpoints"]
+
     func service(_ node: Node, _ path: String, defaultScheduler: Scheduler) throws(StaticConfigurationError) -> DesiredService {
         let fields = try mapping(
             node, path,
-            allowed: ["name", "address", "port", "protocol", "scheduler", "persistence-timeout", "stable", "canary"])
+            allowed: Self.serviceFields)
         let name = try string(required(fields, "name", node, path), "\(path).name")
         let addressNode = try required(fields, "address", node, path)
         guard let address = IPAddress(try string(addressNode, "\(path).address")) else {
@@ -159,7 +162,7 @@ private struct ConfigurationReader {
         var canary: [Endpoint] = []
         var share = CanaryShare.zero
         if let canaryNode = fields["canary"] {
-            let canaryFields = try mapping(canaryNode, "\(path).canary", allowed: ["weight", "endpoints"])
+            let canaryFields = try mapping(canaryNode, "\(path).canary", allowed: Self.canaryFields)
             let weightNode = try required(canaryFields, "weight", canaryNode, "\(path).canary")
             let weightText = try string(weightNode, "\(path).canary.weight")
             guard let parsed = CanaryShare(percentText: weightText) else {
@@ -181,6 +184,7 @@ private struct ConfigurationReader {
         guard case .sequence(let list) = node else { throw error(at: node, path, "must be a list of ADDRESS:PORT") }
         var seen: Set<SocketAddress> = []
         var result: [Endpoint] = []
+        result.reserveCapacity(list.count)
         for (index, item) in list.enumerated() {
             let text = try string(item, "\(path)[\(index)]")
             guard let address = SocketAddress(text) else {
@@ -212,7 +216,7 @@ private struct ConfigurationReader {
         var fields: [String: Node] = [:]
         for (keyNode, value) in mapping {
             let key = keyNode.string ?? ""
-            let field = path.isEmpty ? key : "\(path).\(key)"
+            var field: String { path.isEmpty ? key : "\(path).\(key)" }
             guard allowed.contains(key) else {
                 throw error(at: keyNode, field, "unknown field (known: \(allowed.sorted().joined(separator: ", ")))")
             }
@@ -227,8 +231,10 @@ private struct ConfigurationReader {
         return node
     }
 
-    func string(_ node: Node, _ path: String) throws(StaticConfigurationError) -> String {
-        guard case .scalar(let scalar) = node else { throw error(at: node, path, "must be a single value") }
+    /// The field paths below are built only when there is an error to report (`@autoclosure`): a
+    /// file of 10,000 services would otherwise build a million strings it never shows.
+    func string(_ node: Node, _ path: @autoclosure () -> String) throws(StaticConfigurationError) -> String {
+        guard case .scalar(let scalar) = node else { throw error(at: node, path(), "must be a single value") }
         return scalar.string
     }
 }

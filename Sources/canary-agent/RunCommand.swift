@@ -204,11 +204,8 @@ struct ListenAddress {
 struct ReconcilerService: ServiceLifecycle.Service {
     let reconciler: Reconciler
     func run() async throws {
-        do {
-            try await cancelWhenGracefulShutdown { await reconciler.run() }
-        } catch is CancellationError {
-            // Graceful shutdown cancels the loop: a normal end.
-        }
+        // Graceful shutdown cancels the loop, which then returns: a normal end.
+        await cancelWhenGracefulShutdown { await reconciler.run() }
     }
 }
 

@@ -50,7 +50,7 @@ struct AgentKernelTests {
         init(arguments: [String], port: Int) throws {
             self.port = port
             log = FileManager.default.temporaryDirectory.appendingPathComponent("canary-agent-\(getpid())-\(port).log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             process.executableURL = URL(fileURLWithPath: agentPath)
             process.arguments = ["run"] + arguments + [
                 "--interface", AgentKernelTests.interface, "--listen", "127.0.0.1:\(port)",

@@ -1,4 +1,5 @@
 import IPVS
+import NetlinkMessages
 import Testing
 
 @testable import IPVSNetlink

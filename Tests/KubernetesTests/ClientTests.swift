@@ -497,6 +497,27 @@ struct ClientServerTests {
         }
     }
 
+    @Test("tls-server-name: the certificate is checked against that name, the connection goes to the server's host")
+    func tlsServerName() async throws {
+        // The server's certificate names api.cluster.test only; the server is reached at 127.0.0.1.
+        try await withAPIServer(namedCertificate: true) { server, certificates in
+            try await server.perform { $0.apply(Fixtures.service("a", clusterIPs: ["10.96.1.1"])) }
+            var configuration = try serverConfiguration(server, certificates)
+            try await withClient(configuration, connectTimeout: .milliseconds(500)) { client in
+                await Self.expectTransportError(client)
+            }
+            configuration.tlsServerName = TestCertificates.namedServerName
+            try await withClient(configuration) { client in
+                let items = try await client.listAll(.services, of: Service.self).items
+                #expect(items.count == 1)
+            }
+            configuration.tlsServerName = "kubernetes.invalid"
+            try await withClient(configuration, connectTimeout: .milliseconds(500)) { client in
+                await Self.expectTransportError(client)
+            }
+        }
+    }
+
     /// A refused TLS handshake is a transport error (AsyncHTTPClient retries connecting until its connect timeout).
     private static func expectTransportError(_ client: KubernetesClient) async {
         do throws(KubernetesError) {

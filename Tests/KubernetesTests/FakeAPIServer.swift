@@ -34,10 +34,15 @@ final class FakeAPIServer: Sendable {
         self.port = channel.localAddress?.port ?? 0
     }
 
-    static func start(certificates: TestCertificates, requireClientCertificate: Bool = false) async throws -> FakeAPIServer {
+    static func start(
+        certificates: TestCertificates, requireClientCertificate: Bool = false, namedCertificate: Bool = false
+    ) async throws -> FakeAPIServer {
+        let (certificate, key) = namedCertificate
+            ? (certificates.namedServerCertificate, certificates.namedServerKey)
+            : (certificates.serverCertificate, certificates.serverKey)
         var tls = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(certificates.serverCertificate).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: certificates.serverKey, format: .pem)))
+            certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
         if requireClientCertificate {
             tls.certificateVerification = .noHostnameVerification
             tls.trustRoots = .file(certificates.caCertificate)

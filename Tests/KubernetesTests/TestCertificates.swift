@@ -7,6 +7,10 @@ struct TestCertificates: Sendable {
     var caCertificate: String { directory + "/ca.crt" }
     var serverCertificate: String { directory + "/server.crt" }
     var serverKey: String { directory + "/server.key" }
+    /// A server certificate naming only `namedServerName` (no IP address): what `tls-server-name` is for.
+    var namedServerCertificate: String { directory + "/named-server.crt" }
+    var namedServerKey: String { directory + "/named-server.key" }
+    static let namedServerName = "api.cluster.test"
     var clientCertificate: String { directory + "/client.crt" }
     var clientKey: String { directory + "/client.key" }
     var otherCACertificate: String { directory + "/other-ca.crt" }
@@ -49,7 +53,12 @@ struct TestCertificates: Sendable {
             .write(toFile: directory + "/server.ext", atomically: true, encoding: .utf8)
         try "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n"
             .write(toFile: directory + "/client.ext", atomically: true, encoding: .utf8)
-        for (name, subject) in [("server", "/CN=kube-apiserver"), ("client", "/O=system:nodes/CN=system:node:node-1")] {
+        try "subjectAltName=DNS:\(namedServerName)\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
+            .write(toFile: directory + "/named-server.ext", atomically: true, encoding: .utf8)
+        for (name, subject) in [
+            ("server", "/CN=kube-apiserver"), ("named-server", "/CN=\(namedServerName)"),
+            ("client", "/O=system:nodes/CN=system:node:node-1"),
+        ] {
             try openssl(["req"] + ec + ["-keyout", "\(name).key", "-out", "\(name).csr", "-subj", subject])
             try openssl([
                 "x509", "-req", "-in", "\(name).csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",

@@ -57,9 +57,12 @@ func replaceFile(_ path: String, with text: String) throws {
 }
 
 /// Starts a stand-in API server, runs `body`, stops it.
-func withAPIServer<T>(requireClientCertificate: Bool = false, _ body: (FakeAPIServer, TestCertificates) async throws -> T) async throws -> T {
+func withAPIServer<T>(
+    requireClientCertificate: Bool = false, namedCertificate: Bool = false, _ body: (FakeAPIServer, TestCertificates) async throws -> T
+) async throws -> T {
     let certificates = try TestCertificates.shared()
-    let server = try await FakeAPIServer.start(certificates: certificates, requireClientCertificate: requireClientCertificate)
+    let server = try await FakeAPIServer.start(
+        certificates: certificates, requireClientCertificate: requireClientCertificate, namedCertificate: namedCertificate)
     do {
         let result = try await body(server, certificates)
         await server.stop()

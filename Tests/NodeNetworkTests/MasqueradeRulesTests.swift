@@ -137,7 +137,7 @@ final class RecordingRunner: CommandRunner {
     }
 
     @Test func aHairpinReplacementFillsAScratchSetAndSwapsItIn() {
-        let set = HairpinSet(runner: RecordingRunner())
+        let set = HairpinSet(runner: RecordingRunner(), entries: nil)
         let endpoints: Set<IPAddress> = [IPAddress("10.9.1.3")!, IPAddress("10.9.1.2")!]
         #expect(set.renderReplacement(endpoints: endpoints, family: .inet, exists: false) == """
             create CANARY-HAIRPIN-NEW hash:net,net family inet maxelem \(HairpinSet.maximumEntries)
@@ -254,6 +254,28 @@ final class RecordingRunner: CommandRunner {
             try set.remove()
             #expect(try set.endpoints(.inet) == nil)
             #expect(try set.endpoints(.inet6) == nil)
+        }
+    }
+
+    @Test(.requiresIPSet)
+    func twentyThousandEntriesGoOverNetlinkManyPerDatagram() throws {
+        try NetworkNamespace.run {
+            let set = HairpinSet()
+            #expect(set.entries != nil)
+            let many = Set((0..<20_000).map { IPAddress("10.\(100 + $0 / 65_536).\($0 / 256 % 256).\($0 % 256)")! })
+            #expect(try set.sync(endpoints: many, family: .inet, rewrite: false))
+            #expect(try set.endpoints(.inet) == many)
+            // A set that is not there: one error naming it, nothing half done elsewhere.
+            let entries = try #require(set.entries)
+            #expect(throws: NodeNetworkError.self) {
+                try entries.update(set: "CANARY-MISSING", adding: [IPAddress("10.1.1.1")!], removing: [])
+            }
+            do {
+                try entries.update(set: "CANARY-MISSING", adding: [IPAddress("10.1.1.1")!], removing: [])
+            } catch {
+                #expect("\(error)".contains("CANARY-MISSING") && "\(error)".contains("10.1.1.1"), "\(error)")
+            }
+            try set.remove()
         }
     }
 }

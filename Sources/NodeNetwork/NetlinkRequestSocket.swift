@@ -1,3 +1,4 @@
+import NetlinkMessages
 import CLibmnl
 
 /// Why an rtnetlink request failed, before it is given an operation and a subject.
@@ -47,18 +48,20 @@ struct RouteMessageBuilder {
     }
 }
 
-/// A NETLINK_ROUTE socket (libmnl) in the network namespace of the thread that opened it. It
+/// A netlink socket (libmnl) of the node's plumbing: NETLINK_ROUTE for the interface and its
+/// addresses, NETLINK_NETFILTER for the hairpin ipset; in the network namespace of the thread that
+/// opened it. It
 /// sends one request at a time and copies every datagram it reads into Swift values.
-final class RouteSocket {
+final class NetlinkRequestSocket {
     private static let requestCapacity = 1024
     private let socket: OpaquePointer
     private let portID: UInt32
     private var receiveBuffer: [UInt8]
     private var nextSequence: UInt32
 
-    init(receiveTimeoutMilliseconds: Int32 = 10_000) throws(RouteNetlinkFailure) {
-        guard let socket = mnl_socket_open(NETLINK_ROUTE) else {
-            throw .system(call: "socket(NETLINK_ROUTE)", errno: canary_errno())
+    init(protocol netlinkProtocol: Int32 = NETLINK_ROUTE, receiveTimeoutMilliseconds: Int32 = 10_000) throws(RouteNetlinkFailure) {
+        guard let socket = mnl_socket_open(netlinkProtocol) else {
+            throw .system(call: "socket(\(netlinkProtocol == NETLINK_ROUTE ? "NETLINK_ROUTE" : "NETLINK_NETFILTER"))", errno: canary_errno())
         }
         guard mnl_socket_bind(socket, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
             let code = canary_errno()
