@@ -1,3 +1,4 @@
+import CHeapTrim
 import CanaryCore
 import Foundation
 import IPVS
@@ -211,6 +212,9 @@ public actor Reconciler {
         let plan = planner.plan(desired: desiredTable, current: applied, drains: &drains, now: .now)
         let (operations, failed) = apply(plan, planned: Set(desiredTable.entries.keys).union(applied.keys))
         finishSync(changed: nil)
+        // The model keeps what planning needs, not the dump's counters (draining services are read
+        // back one by one with theirs): 100,000 destinations' statistics are ~10 MB.
+        applied = applied.mapValues(\.withoutStatistics)
         let pending = pendingSince
         pendingKeys = []
         pendingSince = nil
@@ -220,6 +224,9 @@ public actor Reconciler {
             kind: .full, at: Date(), duration: ContinuousClock.now - started, operations: operations, failed: failed)
         record(report, pendingSince: pending)
         lastFullSyncReport = report
+        // The dump, the plan and (the first time) the parsed input were large and are gone: give
+        // their memory back rather than keep it resident until the next full sync reuses it.
+        _ = canary_heap_trim()
         if !ready {
             ready = true
             metrics.ready(true)
@@ -584,5 +591,15 @@ extension IPVSError {
         case .malformedMessage: "malformed_message"
         case .permissionDenied: "permission_denied"
         }
+    }
+}
+
+extension ServiceEntry {
+    /// The entry without the kernel's counters.
+    var withoutStatistics: ServiceEntry {
+        var entry = self
+        entry.service.stats = nil
+        for index in entry.destinations.indices { entry.destinations[index].stats = nil }
+        return entry
     }
 }
