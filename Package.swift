@@ -76,12 +76,15 @@ let package = Package(
             dependencies: ["IPVS", "NetlinkMessages", "CLibmnl", .product(name: "Logging", package: "swift-log")]
         ),
 
+        // glibc's malloc_trim, for the daemon after its large one-off work.
+        .target(name: "CHeapTrim"),
+
         // The daemon: sources → reconciler → kernel, node plumbing, metrics and health endpoints.
         .target(
             name: "CanaryAgent",
             dependencies: [
                 "IPVS", "IPVSNetlink", "CanaryCore", "KubernetesClient", "KubernetesSource", "StaticConfig",
-                "NodeNetwork",
+                "NodeNetwork", "CHeapTrim",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -19,7 +19,9 @@ public struct KubernetesStateSource: DesiredStateSource {
             let problems = update.problems.map {
                 AgentProblem(object: "\($0.kind.rawValue) \($0.object)", field: $0.field, message: $0.message)
             }
-            await deliver(.desired(update.desiredState, problems: problems, receivedAt: update.changedAt))
+            await deliver(
+                .desired(
+                    update.desiredState, problems: problems, receivedAt: update.changedAt, changed: update.changedServiceKeys))
         }
     }
 }

@@ -1,3 +1,4 @@
+import CHeapTrim
 import CanaryCore
 import Foundation
 import IPVS
@@ -105,13 +106,19 @@ public actor Reconciler {
             sourceRejection = problem
             metrics.error(reason: "source_rejected")
             logger.error("\(problem) (rejected whole: the running table is kept)")
-        case .desired(let state, let problems, let receivedAt):
+        case .desired(let state, let problems, let receivedAt, let hint):
             sourceRejection = nil
             sourceProblems = problems
             let previous = desiredState ?? DesiredState()
             var changed = Set<ServiceKey>()
-            for (key, service) in state.services where previous.services[key] != service { changed.insert(key) }
-            for key in previous.services.keys where state.services[key] == nil { changed.insert(key) }
+            if let hint, desiredState != nil {
+                // The source says which services may differ: compare those only (one change of
+                // 10,000 services costs one comparison, not 10,000).
+                changed = hint.filter { previous.services[$0] != state.services[$0] }
+            } else {
+                for (key, service) in state.services where previous.services[key] != service { changed.insert(key) }
+                for key in previous.services.keys where state.services[key] == nil { changed.insert(key) }
+            }
             desiredState = state
             if !changed.isEmpty {
                 pendingKeys.formUnion(changed)
@@ -211,6 +218,9 @@ public actor Reconciler {
         let plan = planner.plan(desired: desiredTable, current: applied, drains: &drains, now: .now)
         let (operations, failed) = apply(plan, planned: Set(desiredTable.entries.keys).union(applied.keys))
         finishSync(changed: nil)
+        // The model keeps what planning needs, not the dump's counters (draining services are read
+        // back one by one with theirs): 100,000 destinations' statistics are ~10 MB.
+        applied = applied.mapValues(\.withoutStatistics)
         let pending = pendingSince
         pendingKeys = []
         pendingSince = nil
@@ -220,6 +230,9 @@ public actor Reconciler {
             kind: .full, at: Date(), duration: ContinuousClock.now - started, operations: operations, failed: failed)
         record(report, pendingSince: pending)
         lastFullSyncReport = report
+        // The dump, the plan and (the first time) the parsed input were large and are gone: give
+        // their memory back rather than keep it resident until the next full sync reuses it.
+        _ = canary_heap_trim()
         if !ready {
             ready = true
             metrics.ready(true)
@@ -584,5 +597,15 @@ extension IPVSError {
         case .malformedMessage: "malformed_message"
         case .permissionDenied: "permission_denied"
         }
+    }
+}
+
+extension ServiceEntry {
+    /// The entry without the kernel's counters.
+    var withoutStatistics: ServiceEntry {
+        var entry = self
+        entry.service.stats = nil
+        for index in entry.destinations.indices { entry.destinations[index].stats = nil }
+        return entry
     }
 }

@@ -25,8 +25,10 @@ public struct AgentProblem: Hashable, Sendable, Codable, Comparable, CustomStrin
 
 /// What a source delivers to the reconciler.
 public enum SourceEvent: Sendable {
-    /// A new desired state, with the problems of the objects it kept as they were.
-    case desired(DesiredState, problems: [AgentProblem], receivedAt: ContinuousClock.Instant)
+    /// A new desired state, with the problems of the objects it kept as they were. `changed`, when
+    /// the source knows it, holds every virtual service whose entry may differ from the previous
+    /// state's (the others are equal): the reconciler then compares only those, not every service.
+    case desired(DesiredState, problems: [AgentProblem], receivedAt: ContinuousClock.Instant, changed: Set<ServiceKey>? = nil)
     /// The input was rejected whole (a static file with an error): the running table stays.
     case rejected(AgentProblem)
 }

@@ -53,6 +53,8 @@ public actor KubernetesSource {
         public var newProblems: [SourceProblem]
         /// When the first watch event folded into this update arrived: where event-to-kernel latency starts.
         public var changedAt: ContinuousClock.Instant = .now
+        /// The virtual services whose entries may differ from the previous update's; nil: any.
+        public var changedServiceKeys: Set<ServiceKey>?
     }
 
     /// Counts each new problem once, by kind of object and reason (`InvalidCanaryWeight`, …).
@@ -67,10 +69,12 @@ public actor KubernetesSource {
     public let configuration: Configuration
     private let logger: Logger
 
-    private var services: [ObjectKey: Service]?
-    private var slices: [ObjectKey: EndpointSlice]?
-    private var endpoints: [ObjectKey: Endpoints]?
-    private var nodes: [ObjectKey: Node]?
+    /// The caches and their translation, kept one object at a time.
+    private var cache: TranslationCache
+    /// Which informers have listed: nothing is translated before all of them have.
+    private var servicesListed = false
+    private var endpointsListed = false
+    private var nodeListed = false
     private var lastUpdate: Update?
     /// When the first change not yet translated arrived.
     private var firstChangeAt: ContinuousClock.Instant?
@@ -80,6 +84,7 @@ public actor KubernetesSource {
         self.client = client
         self.configuration = configuration
         self.logger = logger
+        cache = TranslationCache(endpointsAPI: configuration.endpointsAPI, defaultScheduler: configuration.defaultScheduler)
     }
 
     /// The updates as a stream; the source runs while the stream is iterated.
@@ -107,18 +112,18 @@ public actor KubernetesSource {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 await Informer(client: client, resource: .services, of: Service.self, options: options, logger: logger)
-                    .run { await self.received(services: $0.objects) }
+                    .run { await self.received(services: $0) }
             }
             switch configuration.endpointsAPI {
             case .endpointSlices:
                 group.addTask {
                     await Informer(client: client, resource: .endpointSlices, of: EndpointSlice.self, options: options, logger: logger)
-                        .run { await self.received(slices: $0.objects) }
+                        .run { await self.received(slices: $0) }
                 }
             case .endpoints:
                 group.addTask {
                     await Informer(client: client, resource: .endpoints, of: Endpoints.self, options: options, logger: logger)
-                        .run { await self.received(endpoints: $0.objects) }
+                        .run { await self.received(endpoints: $0) }
                 }
             }
             if let nodeName = configuration.nodeName {
@@ -126,7 +131,7 @@ public actor KubernetesSource {
                     await Informer(
                         client: client, resource: .nodes, of: Node.self,
                         selectors: Selectors(fieldSelector: "metadata.name=\(nodeName)"), options: options, logger: logger
-                    ).run { await self.received(nodes: $0.objects) }
+                    ).run { await self.received(nodes: $0) }
                 }
             }
             group.addTask {
@@ -163,61 +168,68 @@ public actor KubernetesSource {
         changed = nil
     }
 
-    private func received(services: [ObjectKey: Service]) {
-        self.services = services
-        firstChangeAt = firstChangeAt ?? .now
-        changed?.yield()
+    // Each change is applied to the cache by key: the informer's whole cache is only taken on a
+    // relist, so that neither side copies 10,000 objects per event.
+
+    private func received(services update: InformerUpdate<Service>) {
+        switch update.change {
+        case .relisted: cache.replaceServices(update.objects)
+        case .added(let key), .modified(let key), .deleted(let key): cache.changeService(key, to: update.objects[key])
+        }
+        servicesListed = true
+        noteChange()
     }
 
-    private func received(slices: [ObjectKey: EndpointSlice]) {
-        self.slices = slices
-        firstChangeAt = firstChangeAt ?? .now
-        changed?.yield()
+    private func received(slices update: InformerUpdate<EndpointSlice>) {
+        switch update.change {
+        case .relisted: cache.replaceSlices(update.objects)
+        case .added(let key), .modified(let key), .deleted(let key): cache.changeSlice(key, to: update.objects[key])
+        }
+        endpointsListed = true
+        noteChange()
     }
 
-    private func received(endpoints: [ObjectKey: Endpoints]) {
-        self.endpoints = endpoints
-        firstChangeAt = firstChangeAt ?? .now
-        changed?.yield()
+    private func received(endpoints update: InformerUpdate<Endpoints>) {
+        switch update.change {
+        case .relisted: cache.replaceEndpoints(update.objects)
+        case .added(let key), .modified(let key), .deleted(let key): cache.changeEndpoints(key, to: update.objects[key])
+        }
+        endpointsListed = true
+        noteChange()
     }
 
-    private func received(nodes: [ObjectKey: Node]) {
-        self.nodes = nodes
+    private func received(nodes update: InformerUpdate<Node>) {
+        guard let nodeName = configuration.nodeName else { return }
+        cache.setNode(update.objects[ObjectKey(namespace: nil, name: nodeName)])
+        nodeListed = true
+        noteChange()
+    }
+
+    private func noteChange() {
         firstChangeAt = firstChangeAt ?? .now
         changed?.yield()
     }
 
     /// The translation of the caches now; nil before every informer has listed, or when nothing changed.
     private func translate() -> Update? {
-        guard let services else { return nil }
-        let endpointObjects: EndpointObjects
-        switch configuration.endpointsAPI {
-        case .endpointSlices:
-            guard let slices else { return nil }
-            endpointObjects = .slices(Array(slices.values))
-        case .endpoints:
-            guard let endpoints else { return nil }
-            endpointObjects = .endpoints(Array(endpoints.values))
-        }
-        var node: Node?
-        if let nodeName = configuration.nodeName {
-            guard let nodes else { return nil }
-            node = nodes[ObjectKey(namespace: nil, name: nodeName)]
-        }
+        guard servicesListed, endpointsListed, nodeListed || configuration.nodeName == nil else { return nil }
         let changedAt = firstChangeAt ?? .now
         firstChangeAt = nil
-        let translation = Translator.translate(
-            TranslationInput(
-                services: Array(services.values), endpoints: endpointObjects, node: node,
-                defaultScheduler: configuration.defaultScheduler),
-            previous: lastUpdate?.desiredState ?? DesiredState())
-        if let lastUpdate, lastUpdate.desiredState == translation.desiredState, lastUpdate.problems == translation.problems {
-            return nil
+        let (translation, changedKeys) = cache.translate()
+        if let lastUpdate, lastUpdate.problems == translation.problems {
+            if let changedKeys {
+                if changedKeys.allSatisfy({ lastUpdate.desiredState.services[$0] == translation.desiredState.services[$0] }) {
+                    return nil
+                }
+            } else if lastUpdate.desiredState == translation.desiredState {
+                return nil
+            }
         }
         let known = Set(lastUpdate?.problems ?? [])
         let update = Update(
             desiredState: translation.desiredState, problems: translation.problems,
-            newProblems: translation.problems.filter { !known.contains($0) }, changedAt: changedAt)
+            newProblems: translation.problems.filter { !known.contains($0) }, changedAt: changedAt,
+            changedServiceKeys: lastUpdate == nil ? nil : changedKeys)
         lastUpdate = update
         return update
     }
@@ -229,12 +241,12 @@ public actor KubernetesSource {
         case .service:
             let parts = problem.object.split(separator: "/", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { return nil }
-            let service = services?[ObjectKey(namespace: parts[0], name: parts[1])]
+            let service = cache.services[ObjectKey(namespace: parts[0], name: parts[1])]
             reference = ObjectReference(
                 kind: "Service", namespace: parts[0], name: parts[1], uid: service?.metadata.uid,
                 resourceVersion: service?.metadata.resourceVersion)
         case .node:
-            let node = nodes?[ObjectKey(namespace: nil, name: problem.object)]
+            let node = cache.node?.metadata.name == problem.object ? cache.node : nil
             reference = ObjectReference(
                 kind: "Node", namespace: nil, name: problem.object, uid: node?.metadata.uid ?? problem.object)
         }

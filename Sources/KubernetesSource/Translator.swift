@@ -212,7 +212,7 @@ public enum Translator {
         var proto: IPProtocol
     }
 
-    private static func translateService(
+    static func translateService(
         _ service: Service, services: [ObjectKey: Service], endpoints: EndpointIndex, fallbackScheduler: Scheduler
     ) -> Result<[DesiredService], SourceProblem> {
         let annotations = service.metadata.annotations ?? [:]

@@ -105,14 +105,14 @@ struct EndpointsAndSourcesTests {
         defer { running.cancel() }
         var iterator = events.makeAsyncIterator()
 
-        guard case .desired(let first, _, _) = try #require(await iterator.next()) else {
+        guard case .desired(let first, _, _, _) = try #require(await iterator.next()) else {
             Issue.record("the first event is not a desired state")
             return
         }
         #expect(first.services.values.first?.canaryShare == CanaryShare(basisPoints: 1000))
 
         try write(weight: "25")
-        guard case .desired(let second, _, _) = try #require(await iterator.next()) else {
+        guard case .desired(let second, _, _, _) = try #require(await iterator.next()) else {
             Issue.record("the change is not a desired state")
             return
         }

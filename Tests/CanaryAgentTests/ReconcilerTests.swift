@@ -110,6 +110,27 @@ struct ReconcilerTests {
         #expect(status == Double(try bench.table().values.reduce(0) { $0 + $1.destinations.count }))
     }
 
+    @Test("a source's list of changed services is what an incremental sync plans, without comparing the others")
+    func changedHintLimitsTheComparison() async throws {
+        let bench = Bench()
+        await bench.submit([Self.web, Self.api])
+        await bench.reconciler.fullSync()
+        let web = Self.service("web", "10.96.0.10:80", stable: ["10.9.1.2:80"], canary: ["10.9.1.9:80"], share: 5000)
+        let api = Self.service("api", "10.96.0.11:8080", stable: ["10.9.2.2:8080", "10.9.2.3:8080"])
+        await bench.reconciler.submit(
+            .desired(DesiredState(services: [web, api]), problems: [], receivedAt: .now, changed: [web.key]))
+        await bench.reconciler.incrementalSync()
+        let table = try bench.table()
+        // web's leaving destinations drain (weight 0); its live ones are the new ones.
+        #expect(Self.shape(table)[web.key]?.filter { $0.value > 0 } == Self.shape(Bench.expected([web]))[web.key])
+        // api is not in the list: not compared, not planned (the next full sync would repair it).
+        #expect(Self.shape(table)[Self.api.key] == Self.shape(Bench.expected([Self.api]))[Self.api.key])
+        await bench.reconciler.fullSync()
+        // The drift check plans everything: api's new endpoint is live, its old canary drains.
+        let repaired = Self.shape(try bench.table()).mapValues { $0.filter { $0.value > 0 } }
+        #expect(repaired == Self.shape(Bench.expected([web, api])), "\(repaired)")
+    }
+
     @Test("a failed hairpin update is reported and the next full sync rewrites the set")
     func failedHairpinUpdateIsRewritten() async throws {
         let bench = Bench()

@@ -1,0 +1,218 @@
+import CanaryCore
+import IPVS
+import KubernetesClient
+
+/// The informers' caches and the translation of them, kept up to date one object at a time.
+///
+/// A watch event changes one Service, one slice (or Endpoints) or the Node. A Service's desired
+/// entries depend only on that Service, its endpoints, the canary Service it names and that
+/// Service's endpoints, and the Node's scheduler label. So after an event only the Services it can
+/// touch are translated again (the object itself, and the stable Services naming it as their
+/// canary), instead of every Service of the cluster: with 10,000 Services one change costs one
+/// Service's work. A relist, a Node change, an address conflict, or a problem on a touched Service
+/// translates everything with `Translator.translate`, whose result this equals in every case (a
+/// property the tests check over random event sequences).
+struct TranslationCache: Sendable {
+    let endpointsAPI: KubernetesSource.EndpointsAPI
+    let defaultScheduler: Scheduler
+
+    private(set) var services: [ObjectKey: Service] = [:]
+    private(set) var slices: [ObjectKey: EndpointSlice] = [:]
+    private(set) var endpoints: [ObjectKey: Endpoints] = [:]
+    private(set) var node: Node?
+
+    /// The last translation; nil before the first.
+    private(set) var last: Translation?
+    /// The Services to translate again; nil: all of them.
+    private var touched: Set<ObjectKey>?
+
+    // Indexes, kept with the caches.
+    private var slicesOfService: [ObjectKey: Set<ObjectKey>] = [:]
+    private var serviceOfSlice: [ObjectKey: ObjectKey] = [:]
+    private var canaryOf: [ObjectKey: ObjectKey] = [:]
+    private var canaryUsers: [ObjectKey: Set<ObjectKey>] = [:]
+    // What the last translation made of each Service object (by its "namespace/name"), and who owns
+    // each virtual service.
+    private var outputs: [String: [ServiceKey]] = [:]
+    private var owners: [ServiceKey: String] = [:]
+
+    init(endpointsAPI: KubernetesSource.EndpointsAPI, defaultScheduler: Scheduler) {
+        self.endpointsAPI = endpointsAPI
+        self.defaultScheduler = defaultScheduler
+    }
+
+    // MARK: - Changes
+
+    mutating func replaceServices(_ all: [ObjectKey: Service]) {
+        services = all
+        canaryOf = [:]
+        canaryUsers = [:]
+        for (key, service) in all { indexCanary(of: key, service) }
+        touched = nil
+    }
+
+    mutating func changeService(_ key: ObjectKey, to service: Service?) {
+        touch(affected(by: key))
+        services[key] = service
+        indexCanary(of: key, service)
+        touch(affected(by: key))
+    }
+
+    mutating func replaceSlices(_ all: [ObjectKey: EndpointSlice]) {
+        slices = all
+        slicesOfService = [:]
+        serviceOfSlice = [:]
+        for (key, slice) in all { indexSlice(key, slice) }
+        touched = nil
+    }
+
+    mutating func changeSlice(_ key: ObjectKey, to slice: EndpointSlice?) {
+        if let old = serviceOfSlice[key] { touch(affected(by: old)) }
+        slices[key] = slice
+        indexSlice(key, slice)
+        if let new = serviceOfSlice[key] { touch(affected(by: new)) }
+    }
+
+    mutating func replaceEndpoints(_ all: [ObjectKey: Endpoints]) {
+        endpoints = all
+        touched = nil
+    }
+
+    mutating func changeEndpoints(_ key: ObjectKey, to object: Endpoints?) {
+        endpoints[key] = object
+        touch(affected(by: key))
+    }
+
+    /// The Node's labels decide every Service's scheduler: everything is translated again.
+    mutating func setNode(_ node: Node?) {
+        self.node = node
+        touched = nil
+    }
+
+    // MARK: - Translation
+
+    /// The translation now: only the touched Services when that is exact, else everything. Returns
+    /// the translation and the virtual services whose entries may have changed (nil: any).
+    mutating func translate() -> (translation: Translation, changed: Set<ServiceKey>?) {
+        defer { touched = [] }
+        if let last, let touched, let incremental = translateTouched(touched, last: last) {
+            self.last = incremental.translation
+            return incremental
+        }
+        let translation = Translator.translate(
+            TranslationInput(
+                services: Array(services.values),
+                endpoints: endpointsAPI == .endpointSlices ? .slices(Array(slices.values)) : .endpoints(Array(endpoints.values)),
+                node: node, defaultScheduler: defaultScheduler),
+            previous: last?.desiredState ?? DesiredState())
+        last = translation
+        outputs = [:]
+        owners = [:]
+        for service in translation.desiredState.services.values {
+            let object = Self.objectName(of: service)
+            outputs[object, default: []].append(service.key)
+            owners[service.key] = object
+        }
+        return (translation, nil)
+    }
+
+    /// nil when only a full translation is exact: a problem on a touched Service (before or after),
+    /// an address another Service holds, or a Node whose scheduler label is invalid.
+    private mutating func translateTouched(
+        _ touched: Set<ObjectKey>, last: Translation
+    ) -> (translation: Translation, changed: Set<ServiceKey>?)? {
+        if touched.isEmpty { return (last, []) }
+        let touchedNames = Set(touched.map(\.description))
+        // A problem on a touched Service, on the Node, or an address conflict anywhere (the Service
+        // that lost may win once the touched one lets the address go): only a full translation is exact.
+        guard !last.problems.contains(where: { $0.kind == .node || $0.reason == "AddressConflict" || touchedNames.contains($0.object) })
+        else { return nil }
+        var nodeScheduler: Scheduler?
+        if let value = node?.metadata.labels?[CanaryScheme.nodeSchedulerLabel] {
+            guard let scheduler = Translator.parseScheduler(value) else { return nil }
+            nodeScheduler = scheduler
+        }
+        var state = last.desiredState
+        var newOutputs: [String: [ServiceKey]] = [:]
+        var newOwners = owners
+        var changed = Set<ServiceKey>()
+        for name in touchedNames {
+            for key in outputs[name] ?? [] {
+                state.services[key] = nil
+                newOwners[key] = nil
+                changed.insert(key)
+            }
+        }
+        for key in touched.sorted() {
+            guard let service = services[key],
+                service.metadata.labels?[CanaryScheme.serviceProxyNameLabel] == CanaryScheme.serviceProxyName
+            else { continue }
+            let result = Translator.translateService(
+                service, services: services, endpoints: endpointIndex(for: key),
+                fallbackScheduler: nodeScheduler ?? defaultScheduler)
+            guard case .success(let desired) = result else { return nil }
+            let name = key.description
+            for item in desired {
+                guard newOwners[item.key] == nil else { return nil }
+                newOwners[item.key] = name
+                state.services[item.key] = item
+                changed.insert(item.key)
+            }
+            newOutputs[name] = desired.map(\.key)
+        }
+        for name in touchedNames { outputs[name] = newOutputs[name] }
+        owners = newOwners
+        return (Translation(desiredState: state, problems: last.problems), changed)
+    }
+
+    /// The endpoints of a Service and of its canary, indexed as the translator reads them.
+    private func endpointIndex(for key: ObjectKey) -> EndpointIndex {
+        let keys = [key] + (canaryOf[key].map { [$0] } ?? [])
+        switch endpointsAPI {
+        case .endpointSlices:
+            return EndpointIndex(.slices(keys.flatMap { (slicesOfService[$0] ?? []).compactMap { slices[$0] } }))
+        case .endpoints:
+            return EndpointIndex(.endpoints(keys.compactMap { endpoints[$0] }))
+        }
+    }
+
+    // MARK: - Indexes
+
+    /// Marks Services to translate again (nothing to do when everything will be).
+    private mutating func touch(_ keys: Set<ObjectKey>) {
+        touched?.formUnion(keys)
+    }
+
+    /// The Service itself and the stable Services that name it as their canary.
+    private func affected(by key: ObjectKey) -> Set<ObjectKey> {
+        (canaryUsers[key] ?? []).union([key])
+    }
+
+    private mutating func indexCanary(of key: ObjectKey, _ service: Service?) {
+        if let old = canaryOf.removeValue(forKey: key) {
+            canaryUsers[old]?.remove(key)
+            if canaryUsers[old]?.isEmpty == true { canaryUsers[old] = nil }
+        }
+        guard let name = service?.metadata.annotations?[CanaryScheme.canaryServiceAnnotation]?.trimmingSpaces, !name.isEmpty
+        else { return }
+        let canary = ObjectKey(namespace: key.namespace, name: name)
+        canaryOf[key] = canary
+        canaryUsers[canary, default: []].insert(key)
+    }
+
+    private mutating func indexSlice(_ key: ObjectKey, _ slice: EndpointSlice?) {
+        if let old = serviceOfSlice.removeValue(forKey: key) {
+            slicesOfService[old]?.remove(key)
+            if slicesOfService[old]?.isEmpty == true { slicesOfService[old] = nil }
+        }
+        guard let slice, let name = slice.metadata.labels?[EndpointSlice.serviceNameLabel] else { return }
+        let service = ObjectKey(namespace: slice.metadata.namespace, name: name)
+        serviceOfSlice[key] = service
+        slicesOfService[service, default: []].insert(key)
+    }
+
+    /// The Service object a desired service came from: its name up to the port ("namespace/name").
+    static func objectName(of service: DesiredService) -> String {
+        String(service.name.prefix { $0 != ":" })
+    }
+}
