@@ -1,4 +1,3 @@
-import CHeapTrim
 import CanaryCore
 import Foundation
 import IPVS
@@ -232,7 +231,7 @@ public actor Reconciler {
         lastFullSyncReport = report
         // The dump, the plan and (the first time) the parsed input were large and are gone: give
         // their memory back rather than keep it resident until the next full sync reuses it.
-        _ = canary_heap_trim()
+        Heap.trim()
         if !ready {
             ready = true
             metrics.ready(true)
