@@ -3,6 +3,7 @@ import Foundation
 import IPVS
 import Logging
 import NodeNetwork
+import Synchronization
 
 /// Keeps the kernel's IPVS table, and the node's addresses and rules, equal to the desired state.
 ///
@@ -79,7 +80,12 @@ public actor Reconciler {
     private var reportedNodeChanges: Set<String> = []
 
     // What `status` reports.
-    private var ready = false
+    private var ready = false {
+        didSet { readyFlag.store(ready, ordering: .releasing) }
+    }
+    /// `ready` for `isReady`, readable while the actor is busy (a full sync of 10,000 services takes
+    /// seconds; a readiness probe must not wait for it).
+    private nonisolated let readyFlag = Atomic<Bool>(false)
     private var lastSync: SyncReport?
     private var lastFullSyncReport: SyncReport?
     private var lastKernelError: String?
@@ -573,7 +579,7 @@ public actor Reconciler {
     }
 
     /// True once the first full sync is done.
-    public var isReady: Bool { ready }
+    public nonisolated var isReady: Bool { readyFlag.load(ordering: .acquiring) }
 
     /// The desired state as the agent holds it now (for `canary-agent plan` and `explain`).
     public func currentDesiredState() -> DesiredState? { desiredState }
