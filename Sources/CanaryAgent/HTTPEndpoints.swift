@@ -125,7 +125,7 @@ public struct HTTPEndpoints: Service {
         case "/healthz":
             return Response(.ok, "ok\n")
         case "/readyz":
-            return await reconciler.isReady
+            return reconciler.isReady
                 ? Response(.ok, "ready\n") : Response(.serviceUnavailable, "not ready: the first full sync is not done\n")
         case "/metrics":
             await trafficSampler?.refresh()

@@ -1,9 +1,9 @@
-import CHeapTrim
 import CanaryCore
 import Foundation
 import IPVS
 import Logging
 import NodeNetwork
+import Synchronization
 
 /// Keeps the kernel's IPVS table, and the node's addresses and rules, equal to the desired state.
 ///
@@ -80,7 +80,12 @@ public actor Reconciler {
     private var reportedNodeChanges: Set<String> = []
 
     // What `status` reports.
-    private var ready = false
+    private var ready = false {
+        didSet { readyFlag.store(ready, ordering: .releasing) }
+    }
+    /// `ready` for `isReady`, readable while the actor is busy (a full sync of 10,000 services takes
+    /// seconds; a readiness probe must not wait for it).
+    private nonisolated let readyFlag = Atomic<Bool>(false)
     private var lastSync: SyncReport?
     private var lastFullSyncReport: SyncReport?
     private var lastKernelError: String?
@@ -109,17 +114,21 @@ public actor Reconciler {
         case .desired(let state, let problems, let receivedAt, let hint):
             sourceRejection = nil
             sourceProblems = problems
-            let previous = desiredState ?? DesiredState()
             var changed = Set<ServiceKey>()
-            if let hint, desiredState != nil {
-                // The source says which services may differ: compare those only (one change of
-                // 10,000 services costs one comparison, not 10,000).
-                changed = hint.filter { previous.services[$0] != state.services[$0] }
+            if let hint, var current = desiredState {
+                // The source says which services may differ: compare and take those only, into the
+                // reconciler's own copy, in place (one change of 10,000 services costs one
+                // comparison and no copy of the other 9,999).
+                desiredState = nil
+                changed = hint.filter { current.services[$0] != state.services[$0] }
+                for key in changed { current.services[key] = state.services[key] }
+                desiredState = current
             } else {
+                let previous = desiredState ?? DesiredState()
                 for (key, service) in state.services where previous.services[key] != service { changed.insert(key) }
                 for key in previous.services.keys where state.services[key] == nil { changed.insert(key) }
+                desiredState = state
             }
-            desiredState = state
             if !changed.isEmpty {
                 pendingKeys.formUnion(changed)
                 pendingSince = min(pendingSince ?? receivedAt, receivedAt)
@@ -232,7 +241,7 @@ public actor Reconciler {
         lastFullSyncReport = report
         // The dump, the plan and (the first time) the parsed input were large and are gone: give
         // their memory back rather than keep it resident until the next full sync reuses it.
-        _ = canary_heap_trim()
+        Heap.trim()
         if !ready {
             ready = true
             metrics.ready(true)
@@ -574,7 +583,7 @@ public actor Reconciler {
     }
 
     /// True once the first full sync is done.
-    public var isReady: Bool { ready }
+    public nonisolated var isReady: Bool { readyFlag.load(ordering: .acquiring) }
 
     /// The desired state as the agent holds it now (for `canary-agent plan` and `explain`).
     public func currentDesiredState() -> DesiredState? { desiredState }

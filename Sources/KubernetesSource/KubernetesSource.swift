@@ -75,7 +75,9 @@ public actor KubernetesSource {
     private var servicesListed = false
     private var endpointsListed = false
     private var nodeListed = false
-    private var lastUpdate: Update?
+    /// The problems of the last update, and whether there was one (the desired state itself is the
+    /// cache's: holding it here too would make each change copy it whole).
+    private var lastProblems: [SourceProblem]?
     /// When the first change not yet translated arrived.
     private var firstChangeAt: ContinuousClock.Instant?
     private var changed: AsyncStream<Void>.Continuation?
@@ -216,21 +218,13 @@ public actor KubernetesSource {
         let changedAt = firstChangeAt ?? .now
         firstChangeAt = nil
         let (translation, changedKeys) = cache.translate()
-        if let lastUpdate, lastUpdate.problems == translation.problems {
-            if let changedKeys {
-                if changedKeys.allSatisfy({ lastUpdate.desiredState.services[$0] == translation.desiredState.services[$0] }) {
-                    return nil
-                }
-            } else if lastUpdate.desiredState == translation.desiredState {
-                return nil
-            }
-        }
-        let known = Set(lastUpdate?.problems ?? [])
+        if let lastProblems, lastProblems == translation.problems, changedKeys?.isEmpty == true { return nil }
+        let known = Set(lastProblems ?? [])
         let update = Update(
             desiredState: translation.desiredState, problems: translation.problems,
             newProblems: translation.problems.filter { !known.contains($0) }, changedAt: changedAt,
-            changedServiceKeys: lastUpdate == nil ? nil : changedKeys)
-        lastUpdate = update
+            changedServiceKeys: lastProblems == nil ? nil : changedKeys)
+        lastProblems = translation.problems
         return update
     }
 

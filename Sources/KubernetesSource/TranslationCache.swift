@@ -92,19 +92,21 @@ struct TranslationCache: Sendable {
     // MARK: - Translation
 
     /// The translation now: only the touched Services when that is exact, else everything. Returns
-    /// the translation and the virtual services whose entries may have changed (nil: any).
+    /// the translation and the virtual services whose entries differ from the previous
+    /// translation's (nil: any may; empty: none does).
     mutating func translate() -> (translation: Translation, changed: Set<ServiceKey>?) {
         defer { touched = [] }
-        if let last, let touched, let incremental = translateTouched(touched, last: last) {
-            self.last = incremental.translation
-            return incremental
+        if let touched, last != nil, let changed = translateTouched(touched) {
+            return (last!, changed)
         }
+        let previous = last
+        last = nil
         let translation = Translator.translate(
             TranslationInput(
                 services: Array(services.values),
                 endpoints: endpointsAPI == .endpointSlices ? .slices(Array(slices.values)) : .endpoints(Array(endpoints.values)),
                 node: node, defaultScheduler: defaultScheduler),
-            previous: last?.desiredState ?? DesiredState())
+            previous: previous?.desiredState ?? DesiredState())
         last = translation
         outputs = [:]
         owners = [:]
@@ -113,36 +115,29 @@ struct TranslationCache: Sendable {
             outputs[object, default: []].append(service.key)
             owners[service.key] = object
         }
-        return (translation, nil)
+        return (translation, previous?.desiredState == translation.desiredState ? [] : nil)
     }
 
-    /// nil when only a full translation is exact: a problem on a touched Service (before or after),
-    /// an address another Service holds, or a Node whose scheduler label is invalid.
-    private mutating func translateTouched(
-        _ touched: Set<ObjectKey>, last: Translation
-    ) -> (translation: Translation, changed: Set<ServiceKey>?)? {
-        if touched.isEmpty { return (last, []) }
+    /// Translates the touched Services into `last` in place and returns the virtual services that
+    /// changed; nil (with `last` untouched) when only a full translation is exact: a problem on a
+    /// touched Service (before or after), on the Node, an address conflict, or a Node whose
+    /// scheduler label is invalid.
+    private mutating func translateTouched(_ touched: Set<ObjectKey>) -> Set<ServiceKey>? {
+        guard let problems = last?.problems else { return nil }
+        if touched.isEmpty { return [] }
         let touchedNames = Set(touched.map(\.description))
         // A problem on a touched Service, on the Node, or an address conflict anywhere (the Service
         // that lost may win once the touched one lets the address go): only a full translation is exact.
-        guard !last.problems.contains(where: { $0.kind == .node || $0.reason == "AddressConflict" || touchedNames.contains($0.object) })
+        guard !problems.contains(where: { $0.kind == .node || $0.reason == "AddressConflict" || touchedNames.contains($0.object) })
         else { return nil }
         var nodeScheduler: Scheduler?
         if let value = node?.metadata.labels?[CanaryScheme.nodeSchedulerLabel] {
             guard let scheduler = Translator.parseScheduler(value) else { return nil }
             nodeScheduler = scheduler
         }
-        var state = last.desiredState
-        var newOutputs: [String: [ServiceKey]] = [:]
-        var newOwners = owners
-        var changed = Set<ServiceKey>()
-        for name in touchedNames {
-            for key in outputs[name] ?? [] {
-                state.services[key] = nil
-                newOwners[key] = nil
-                changed.insert(key)
-            }
-        }
+        // Everything is decided before anything is changed.
+        var results: [(name: String, desired: [DesiredService])] = []
+        var claimed = Set<ServiceKey>()
         for key in touched.sorted() {
             guard let service = services[key],
                 service.metadata.labels?[CanaryScheme.serviceProxyNameLabel] == CanaryScheme.serviceProxyName
@@ -151,18 +146,33 @@ struct TranslationCache: Sendable {
                 service, services: services, endpoints: endpointIndex(for: key),
                 fallbackScheduler: nodeScheduler ?? defaultScheduler)
             guard case .success(let desired) = result else { return nil }
-            let name = key.description
             for item in desired {
-                guard newOwners[item.key] == nil else { return nil }
-                newOwners[item.key] = name
-                state.services[item.key] = item
-                changed.insert(item.key)
+                if let owner = owners[item.key], !touchedNames.contains(owner) { return nil }
+                guard claimed.insert(item.key).inserted else { return nil }
             }
-            newOutputs[name] = desired.map(\.key)
+            results.append((key.description, desired))
         }
-        for name in touchedNames { outputs[name] = newOutputs[name] }
-        owners = newOwners
-        return (Translation(desiredState: state, problems: last.problems), changed)
+        // In place: `last` gives up its reference first, so that its 10,000 entries are not copied.
+        var translation = last!
+        last = nil
+        var before: [ServiceKey: DesiredService] = [:]
+        for name in touchedNames {
+            for key in outputs[name] ?? [] {
+                before[key] = translation.desiredState.services.removeValue(forKey: key)
+                owners[key] = nil
+            }
+            outputs[name] = nil
+        }
+        for (name, desired) in results {
+            for item in desired {
+                translation.desiredState.services[item.key] = item
+                owners[item.key] = name
+            }
+            outputs[name] = desired.map(\.key)
+        }
+        last = translation
+        let keys = Set(before.keys).union(claimed)
+        return keys.filter { before[$0] != translation.desiredState.services[$0] }
     }
 
     /// The endpoints of a Service and of its canary, indexed as the translator reads them.
