@@ -300,7 +300,9 @@ if rows_footprint:
     for label, entry in rows_footprint:
         if entry.get("scrape_seconds") is not None:
             lines.append(f"\n{label} ({entry['mode']}): one /metrics scrape took {seconds_text(entry['scrape_seconds'])} "
-                         f"(the agent reads the whole table from the kernel for the per-destination traffic before answering).")
+                         f"(the per-destination traffic is read on a netlink socket of its own, and not at all above "
+                         f"--destination-metrics-limit; the shares wait for the reconciler, so a scrape during a drift check "
+                         f"waits for it).")
 else:
     lines.append(f"not measured: {agent_reason or 'no result (see the errors below)'}")
 
