@@ -1,3 +1,4 @@
+import CHeapTrim
 import CanaryCore
 import Foundation
 import IPVS
@@ -241,7 +242,7 @@ public actor Reconciler {
         lastFullSyncReport = report
         // The dump, the plan and (the first time) the parsed input were large and are gone: give
         // their memory back rather than keep it resident until the next full sync reuses it.
-        Heap.trim()
+        _ = canary_heap_trim()
         if !ready {
             ready = true
             metrics.ready(true)

@@ -129,12 +129,7 @@ public struct VirtualService: Hashable, Sendable {
     /// Persistence netmask: an IPv4 mask in host order (0xFFFF_FFFF = /32), or an IPv6 prefix length.
     public var netmask: UInt32
     /// Counters read from the kernel; nil on a service built to be programmed.
-    public var stats: TrafficStats? {
-        get { statsStorage?.value }
-        set { statsStorage = newValue.map(OutOfLine.init) }
-    }
-    /// Out of line (80 bytes), as `Destination`'s.
-    private var statsStorage: OutOfLine<TrafficStats>?
+    public var stats: TrafficStats?
 
     public init(
         key: ServiceKey, scheduler: Scheduler, flags: ServiceFlags = [], timeout: UInt32 = 0,
@@ -145,7 +140,7 @@ public struct VirtualService: Hashable, Sendable {
         self.flags = flags
         self.timeout = timeout
         self.netmask = netmask ?? (key.family == .inet ? 0xFFFF_FFFF : 128)
-        self.statsStorage = stats.map(OutOfLine.init)
+        self.stats = stats
     }
 
     /// True when the kernel needs no edit to turn one into the other: same scheduler, same
@@ -203,13 +198,7 @@ public struct Destination: Hashable, Sendable {
     /// Lower connection threshold; 0 means none.
     public var lowerThreshold: UInt32
     /// Counters read from the kernel; nil on a destination built to be programmed.
-    public var stats: DestinationStats? {
-        get { statsStorage?.value }
-        set { statsStorage = newValue.map(OutOfLine.init) }
-    }
-    /// The counters (92 bytes) out of line: a destination without them, as every desired and
-    /// planned one is, then takes 48 bytes instead of 144 (100,000 destinations, several copies).
-    private var statsStorage: OutOfLine<DestinationStats>?
+    public var stats: DestinationStats?
 
     public init(
         address: SocketAddress, forwarding: ForwardingMethod = .masquerade, weight: Int32 = 1,
@@ -220,7 +209,7 @@ public struct Destination: Hashable, Sendable {
         self.weight = weight
         self.upperThreshold = upperThreshold
         self.lowerThreshold = lowerThreshold
-        self.statsStorage = stats.map(OutOfLine.init)
+        self.stats = stats
     }
 
     /// True when no edit is needed to turn one into the other (stats aside).
@@ -267,13 +256,4 @@ public struct IPVSInfo: Hashable, Sendable, Codable {
     public var version: String {
         "\((versionCode >> 16) & 0xFF).\((versionCode >> 8) & 0xFF).\(versionCode & 0xFF)"
     }
-}
-
-/// An immutable value kept on the heap, compared and hashed by its value: for large fields that are
-/// usually absent, so that their containers stay small.
-final class OutOfLine<Value: Hashable & Sendable>: Hashable, Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
-    static func == (lhs: OutOfLine, rhs: OutOfLine) -> Bool { lhs === rhs || lhs.value == rhs.value }
-    func hash(into hasher: inout Hasher) { hasher.combine(value) }
 }

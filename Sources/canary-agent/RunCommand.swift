@@ -63,7 +63,6 @@ struct RunCommand: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
-        Heap.limitArenas()
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw CommandError("--log-level: '\(logLevel)' is not one of trace, debug, info, notice, warning, error")
         }

@@ -4,9 +4,4 @@
 /// what a large one-off piece of work freed (a parsed file, a dump of the whole table) does not
 /// stay resident. Returns 1 when memory was released. A no-op returning 0 without glibc.
 int canary_heap_trim(void);
-
-/// Caps glibc's malloc arenas at `count` (by default up to 8 per core, each keeping its own free
-/// memory): the daemon's threads allocate little concurrently, and fewer arenas keep it smaller.
-/// Call before the threads start. A no-op without glibc.
-void canary_limit_heap_arenas(int count);
 #endif
