@@ -496,8 +496,7 @@ public actor Reconciler {
                 touched.formUnion(change.added)
                 touched.formUnion(change.removed)
             }
-            let endpoints = census.masqueradedEndpoints
-            let adding = touched.filter(endpoints.contains)
+            let adding = touched.filter(census.isMasqueraded)
             if !masqueradeCoversIPv6, adding.contains(where: { $0.family == .inet6 }) {
                 syncMasquerade()  // the first IPv6 endpoint: the IPv6 set and rules come first
             } else if !touched.isEmpty {

@@ -19,6 +19,9 @@ struct TableCensus: Sendable {
     /// The endpoint addresses with at least one masqueraded destination.
     var masqueradedEndpoints: Set<IPAddress> { Set(masqueradeUses.keys) }
 
+    /// Whether an endpoint address has a masqueraded destination (a look-up, for one change).
+    func isMasqueraded(_ address: IPAddress) -> Bool { masqueradeUses[address] != nil }
+
     /// The census of a whole table.
     init(_ table: IPVSTableIndex = [:], owns: (ServiceKey) -> Bool = { _ in true }) {
         for (key, entry) in table where owns(key) { _ = update(key, entry) }
