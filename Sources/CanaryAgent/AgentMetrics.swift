@@ -130,19 +130,23 @@ public final class AgentMetrics: @unchecked Sendable {
         return text
     }
 
-    /// A label value with backslash, double quote and line feed escaped, as the text format wants.
+    /// A label value with backslash, double quote and line feed escaped, as the text format wants;
+    /// any other control character (a carriage return above all) becomes U+FFFD, so that no value
+    /// can end a line of the exposition. Read by Unicode scalar: "\r\n" is one Swift `Character`.
     static func escape(_ value: String) -> String {
-        guard value.contains(where: { $0 == "\\" || $0 == "\"" || $0 == "\n" }) else { return value }
-        var escaped = ""
-        for character in value {
-            switch character {
-            case "\\": escaped += "\\\\"
-            case "\"": escaped += "\\\""
-            case "\n": escaped += "\\n"
-            default: escaped.append(character)
+        guard value.unicodeScalars.contains(where: { $0 == "\\" || $0 == "\"" || $0.value < 0x20 || $0.value == 0x7F })
+        else { return value }
+        var escaped = String.UnicodeScalarView()
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\\": escaped.append(contentsOf: "\\\\".unicodeScalars)
+            case "\"": escaped.append(contentsOf: "\\\"".unicodeScalars)
+            case "\n": escaped.append(contentsOf: "\\n".unicodeScalars)
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F: escaped.append("\u{FFFD}")
+            default: escaped.append(scalar)
             }
         }
-        return escaped
+        return String(escaped)
     }
 
     /// One service's shares, for `renderScrapeTimeSeries`.

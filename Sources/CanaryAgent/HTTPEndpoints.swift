@@ -9,7 +9,7 @@ import ServiceLifecycle
 /// The agent's HTTP endpoints, on localhost by default:
 /// - `GET /metrics`: Prometheus text: the registry's series, then those with a row per service or
 ///   destination, rendered at scrape time (the traffic read from the kernel by `trafficSampler`);
-/// - `GET /healthz`: 200 while the agent runs;
+/// - `GET /healthz`: 200 while the reconcile loop turns, 503 once it is stuck (`Reconciler.isLive`);
 /// - `GET /readyz`: 200 once the first full sync is done, 503 before;
 /// - `GET /status`: the agent's `AgentStatus` as JSON (what `canary-agent status` shows);
 /// - `GET /desired`: the desired state as JSON (what `canary-agent plan` and `explain` read).
@@ -123,6 +123,10 @@ public struct HTTPEndpoints: Service {
         let path = request.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? request.uri
         switch path {
         case "/healthz":
+            if let stalled = reconciler.stalledFor {
+                return Response(
+                    .serviceUnavailable, "stalled: the reconcile loop has not turned for \(Int(stalled.components.seconds)) s\n")
+            }
             return Response(.ok, "ok\n")
         case "/readyz":
             return reconciler.isReady

@@ -2,6 +2,7 @@ import CHeapTrim
 import CanaryCore
 import Foundation
 import IPVS
+import KubernetesClient
 import Logging
 import NodeNetwork
 import Synchronization
@@ -36,8 +37,56 @@ public actor Reconciler {
         public var retryBase: Duration = .seconds(1)
         /// The longest wait between two retries.
         public var retryMax: Duration = .seconds(60)
+        /// How long one turn of the loop (a sync, or the wait past its planned wake-up) may take
+        /// before the agent counts as stalled: `/healthz` then fails, so that the kubelet or systemd
+        /// restarts it. Above the longest full sync (10,000 services take about 90 s under emulation).
+        public var stallTimeout: Duration = .seconds(300)
+        /// Between attempts of a full sync whose dump or address read failed: grows from
+        /// `retryBase` to `retryMax`, with jitter, as the informers' retries do.
+        var fullSyncBackoff: Backoff { Backoff(initial: retryBase, maximum: retryMax) }
 
         public init() {}
+
+        /// The ranges the command line accepts: a drift check at most once a second (more often is
+        /// a full dump per check) and at least once a day; a window of at most 10 s; a drain of at
+        /// most a week. Anything else, non-finite numbers included, is refused with one line naming
+        /// the flag, before a conversion could trap.
+        public static let driftCheckSeconds: ClosedRange<Double> = 1...86_400
+        public static let syncWindowMilliseconds: ClosedRange<Int> = 0...10_000
+        public static let drainTimeoutSeconds: ClosedRange<Double> = 0...604_800
+
+        /// Settings from the command line's numbers, each checked against its range.
+        public init(
+            driftCheckIntervalSeconds: Double, syncWindowMilliseconds: Int, drainTimeoutSeconds: Double
+        ) throws(SettingsError) {
+            self.init()
+            driftCheckInterval = try Self.duration(
+                seconds: driftCheckIntervalSeconds, within: Self.driftCheckSeconds, flag: "--drift-check-interval")
+            guard Self.syncWindowMilliseconds.contains(syncWindowMilliseconds) else {
+                throw SettingsError(flag: "--sync-window-ms", value: "\(syncWindowMilliseconds)", range: "0 to 10000 milliseconds")
+            }
+            syncWindow = .milliseconds(syncWindowMilliseconds)
+            drainTimeout = try Self.duration(
+                seconds: drainTimeoutSeconds, within: Self.drainTimeoutSeconds, flag: "--drain-timeout")
+        }
+
+        private static func duration(seconds: Double, within range: ClosedRange<Double>, flag: String) throws(SettingsError) -> Duration {
+            // `contains` is false for NaN and for ±infinity (outside any finite range).
+            guard range.contains(seconds) else {
+                throw SettingsError(
+                    flag: flag, value: "\(seconds)",
+                    range: "\(Int(range.lowerBound)) to \(Int(range.upperBound)) seconds")
+            }
+            return .milliseconds(Int64((seconds * 1000).rounded()))
+        }
+    }
+
+    /// A command-line number outside the range the reconciler accepts.
+    public struct SettingsError: Error, CustomStringConvertible, Equatable {
+        public var flag: String
+        public var value: String
+        public var range: String
+        public var description: String { "\(flag): \(value) is out of range (\(range))" }
     }
 
     /// A service the kernel refused, and when to try again.
@@ -76,7 +125,9 @@ public actor Reconciler {
     private var masqueradeNeedsRewrite = true
     private var masqueradeCoversIPv6 = false
     private var lastFullSync: ContinuousClock.Instant?
+    /// Set while full syncs fail: none is tried before this, however overdue the drift check is.
     private var fullSyncRetryAt: ContinuousClock.Instant?
+    private var fullSyncFailures = 0
     private var ipv6Prepared = false
     private var reportedNodeChanges: Set<String> = []
 
@@ -87,6 +138,10 @@ public actor Reconciler {
     /// `ready` for `isReady`, readable while the actor is busy (a full sync of 10,000 services takes
     /// seconds; a readiness probe must not wait for it).
     private nonisolated let readyFlag = Atomic<Bool>(false)
+    /// Nanoseconds after `clockOrigin` by which the loop must have turned again (Int64.max while it
+    /// waits for its first desired state): read by `/healthz` without waiting for the actor.
+    private nonisolated let turnDeadline = Atomic<Int64>(Int64.max)
+    private nonisolated let clockOrigin = ContinuousClock.now
     private var lastSync: SyncReport?
     private var lastFullSyncReport: SyncReport?
     private var lastKernelError: String?
@@ -150,10 +205,13 @@ public actor Reconciler {
     public func run() async {
         logger.info("reconciler started", metadata: ["source": "\(sourceSummary)"])
         while !Task.isCancelled {
-            await doorbell.wait(until: nextWakeUp())
+            let wakeUp = nextWakeUp()
+            expectTurn(by: wakeUp.map { max($0, .now) + settings.stallTimeout })
+            await doorbell.wait(until: wakeUp)
             if Task.isCancelled { break }
             guard desiredState != nil else { continue }
             let now = ContinuousClock.now
+            expectTurn(by: now + settings.stallTimeout)
             if isFullSyncDue(now) {
                 fullSync()
             } else if !pendingKeys.isEmpty || isIncrementalWorkDue(now) {
@@ -169,8 +227,14 @@ public actor Reconciler {
     }
 
     private func isFullSyncDue(_ now: ContinuousClock.Instant) -> Bool {
-        guard let lastFullSync else { return fullSyncRetryAt.map { now >= $0 } ?? true }
-        return now >= lastFullSync + settings.driftCheckInterval
+        now >= nextFullSync(now)
+    }
+
+    /// When the next full sync is due: after a failed one, its retry time (backoff), whatever else.
+    private func nextFullSync(_ now: ContinuousClock.Instant) -> ContinuousClock.Instant {
+        if let fullSyncRetryAt { return fullSyncRetryAt }
+        guard let lastFullSync else { return now }
+        return lastFullSync + settings.driftCheckInterval
     }
 
     private func isIncrementalWorkDue(_ now: ContinuousClock.Instant) -> Bool {
@@ -181,12 +245,7 @@ public actor Reconciler {
     private func nextWakeUp() -> ContinuousClock.Instant? {
         guard desiredState != nil else { return nil }
         let now = ContinuousClock.now
-        var deadlines: [ContinuousClock.Instant] = []
-        if let lastFullSync {
-            deadlines.append(lastFullSync + settings.driftCheckInterval)
-        } else {
-            deadlines.append(fullSyncRetryAt ?? now)
-        }
+        var deadlines = [nextFullSync(now)]
         if !drains.isEmpty {
             deadlines.append(now + settings.drainPollInterval)
             if let deadline = drains.nextDeadline(timeout: settings.drainTimeout) { deadlines.append(deadline) }
@@ -207,11 +266,14 @@ public actor Reconciler {
             dump = try kernel.dumpTable()
             bound = try node.boundAddresses()
         } catch {
-            let backoff = fullSyncRetryAt == nil ? settings.retryBase : settings.retryMax
-            fullSyncRetryAt = .now + min(backoff, settings.retryMax)
+            let delay = settings.fullSyncBackoff.delay(attempt: fullSyncFailures)
+            fullSyncFailures += 1
+            fullSyncRetryAt = .now + delay
             lastKernelError = "\(error)"
             metrics.error(reason: "full_sync_read")
-            logger.error("full sync: cannot read the table: \(error) (retrying)")
+            logger.error(
+                "full sync: cannot read the table: \(error) (retrying)",
+                metadata: ["attempt": "\(fullSyncFailures)", "retry_in": "\(delay)"])
             return
         }
         applied = Planner.index(dump)
@@ -236,6 +298,9 @@ public actor Reconciler {
         pendingSince = nil
         lastFullSync = .now
         fullSyncRetryAt = nil
+        fullSyncFailures = 0
+        // The table was read and programmed: an earlier read failure is history, not the state now.
+        lastKernelError = nil
         let report = SyncReport(
             kind: .full, at: Date(), duration: ContinuousClock.now - started, operations: operations, failed: failed)
         record(report, pendingSince: pending)
@@ -584,6 +649,27 @@ public actor Reconciler {
 
     /// True once the first full sync is done.
     public nonisolated var isReady: Bool { readyFlag.load(ordering: .acquiring) }
+
+    /// False when the loop is stuck: a sync (a kernel call, a command) or a wait has run past its
+    /// deadline by more than `Settings.stallTimeout`. True while it waits for its first desired state.
+    public nonisolated var isLive: Bool { stalledFor == nil }
+
+    /// How long past its deadline the loop is, when it is.
+    public nonisolated var stalledFor: Duration? {
+        let deadline = turnDeadline.load(ordering: .acquiring)
+        guard deadline != Int64.max else { return nil }
+        let now = Self.nanoseconds(ContinuousClock.now - clockOrigin)
+        return now > deadline ? .nanoseconds(now - deadline) + settings.stallTimeout : nil
+    }
+
+    private func expectTurn(by deadline: ContinuousClock.Instant?) {
+        turnDeadline.store(deadline.map { Self.nanoseconds($0 - clockOrigin) } ?? Int64.max, ordering: .releasing)
+    }
+
+    private static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
 
     /// The desired state as the agent holds it now (for `canary-agent plan` and `explain`).
     public func currentDesiredState() -> DesiredState? { desiredState }

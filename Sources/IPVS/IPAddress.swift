@@ -47,8 +47,10 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
         self.low = low
     }
 
-    /// Parses dotted-quad IPv4 or RFC 4291 IPv6 text (no brackets, no zone).
+    /// Parses dotted-quad IPv4 or RFC 4291 IPv6 text (no brackets, no zone). Text with a NUL in it
+    /// is refused whole: inet_pton would read only up to the NUL ("10.96.0.10\0evil").
     public init?(_ text: String) {
+        guard !text.utf8.contains(0), text.utf8.count <= 45 else { return nil }
         var storage = [UInt8](repeating: 0, count: 16)
         if text.contains(":") {
             guard inet_pton(AF_INET6, text, &storage) == 1 else { return nil }
@@ -133,4 +135,35 @@ public struct SocketAddress: Hashable, Sendable, Comparable, CustomStringConvert
     }
 
     public static func < (l: SocketAddress, r: SocketAddress) -> Bool { (l.address, l.port) < (r.address, r.port) }
+}
+
+extension IPAddress {
+    /// Why this address cannot be a virtual service's address, or nil when it can: the unspecified
+    /// address, loopback, link-local (169.254.169.254, the cloud metadata service, among them),
+    /// multicast and the IPv4 broadcast address. Binding one of these on every node would capture
+    /// the node's own traffic (the CVE-2020-8554 class) or could never be reached.
+    public var unusableAsVirtualAddress: String? {
+        let bytes = self.bytes
+        switch family {
+        case .inet:
+            if bytes == [0, 0, 0, 0] { return "the unspecified address" }
+            if bytes[0] == 0 { return "in 0.0.0.0/8 (this network)" }
+            if bytes[0] == 127 { return "a loopback address" }
+            if bytes[0] == 169 && bytes[1] == 254 { return "a link-local address" }
+            if bytes[0] >= 224 && bytes[0] <= 239 { return "a multicast address" }
+            if bytes == [255, 255, 255, 255] { return "the broadcast address" }
+            return nil
+        case .inet6:
+            if bytes.allSatisfy({ $0 == 0 }) { return "the unspecified address" }
+            if bytes.dropLast().allSatisfy({ $0 == 0 }) && bytes[15] == 1 { return "a loopback address" }
+            if bytes[0] == 0xfe && bytes[1] & 0xc0 == 0x80 { return "a link-local address" }
+            if bytes[0] == 0xff { return "a multicast address" }
+            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff,
+                let mapped = IPAddress(bytes: bytes[12..<16]), let reason = mapped.unusableAsVirtualAddress
+            {
+                return reason + " (IPv4-mapped)"
+            }
+            return nil
+        }
+    }
 }

@@ -15,6 +15,7 @@ import KubernetesClient
 struct TranslationCache: Sendable {
     let endpointsAPI: KubernetesSource.EndpointsAPI
     let defaultScheduler: Scheduler
+    let acceptExternalIPs: Bool
 
     private(set) var services: [ObjectKey: Service] = [:]
     private(set) var slices: [ObjectKey: EndpointSlice] = [:]
@@ -36,9 +37,10 @@ struct TranslationCache: Sendable {
     private var outputs: [String: [ServiceKey]] = [:]
     private var owners: [ServiceKey: String] = [:]
 
-    init(endpointsAPI: KubernetesSource.EndpointsAPI, defaultScheduler: Scheduler) {
+    init(endpointsAPI: KubernetesSource.EndpointsAPI, defaultScheduler: Scheduler, acceptExternalIPs: Bool = false) {
         self.endpointsAPI = endpointsAPI
         self.defaultScheduler = defaultScheduler
+        self.acceptExternalIPs = acceptExternalIPs
     }
 
     // MARK: - Changes
@@ -105,7 +107,7 @@ struct TranslationCache: Sendable {
             TranslationInput(
                 services: Array(services.values),
                 endpoints: endpointsAPI == .endpointSlices ? .slices(Array(slices.values)) : .endpoints(Array(endpoints.values)),
-                node: node, defaultScheduler: defaultScheduler),
+                node: node, defaultScheduler: defaultScheduler, acceptExternalIPs: acceptExternalIPs),
             previous: previous?.desiredState ?? DesiredState())
         last = translation
         outputs = [:]
@@ -144,7 +146,7 @@ struct TranslationCache: Sendable {
             else { continue }
             let result = Translator.translateService(
                 service, services: services, endpoints: endpointIndex(for: key),
-                fallbackScheduler: nodeScheduler ?? defaultScheduler)
+                fallbackScheduler: nodeScheduler ?? defaultScheduler, acceptExternalIPs: acceptExternalIPs)
             guard case .success(let desired) = result else { return nil }
             for item in desired {
                 if let owner = owners[item.key], !touchedNames.contains(owner) { return nil }

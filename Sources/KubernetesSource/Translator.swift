@@ -76,12 +76,17 @@ public struct TranslationInput: Sendable {
     public var node: Node?
     /// The `--scheduler` flag.
     public var defaultScheduler: Scheduler
+    /// The `--external-ips` flag: program each Service's `spec.externalIPs` too (off: they are ignored).
+    public var acceptExternalIPs: Bool
 
-    public init(services: [Service], endpoints: EndpointObjects, node: Node?, defaultScheduler: Scheduler) {
+    public init(
+        services: [Service], endpoints: EndpointObjects, node: Node?, defaultScheduler: Scheduler, acceptExternalIPs: Bool = false
+    ) {
         self.services = services
         self.endpoints = endpoints
         self.node = node
         self.defaultScheduler = defaultScheduler
+        self.acceptExternalIPs = acceptExternalIPs
     }
 }
 
@@ -149,7 +154,8 @@ public enum Translator {
                 ?? (nodeLabelInvalid ? previousByObject[objectName]?.first?.scheduler : nil)
                 ?? input.defaultScheduler
             var result = translateService(
-                service, services: servicesByKey, endpoints: endpointIndex, fallbackScheduler: fallbackScheduler)
+                service, services: servicesByKey, endpoints: endpointIndex, fallbackScheduler: fallbackScheduler,
+                acceptExternalIPs: input.acceptExternalIPs)
             if case .success(let desired) = result,
                 let taken = desired.first(where: { owners[$0.key] != nil && owners[$0.key] != objectName })
             {
@@ -213,12 +219,15 @@ public enum Translator {
     }
 
     static func translateService(
-        _ service: Service, services: [ObjectKey: Service], endpoints: EndpointIndex, fallbackScheduler: Scheduler
+        _ service: Service, services: [ObjectKey: Service], endpoints: EndpointIndex, fallbackScheduler: Scheduler,
+        acceptExternalIPs: Bool = false
     ) -> Result<[DesiredService], SourceProblem> {
         let annotations = service.metadata.annotations ?? [:]
         let spec = service.spec ?? Service.Spec(type: nil)
 
-        // Virtual addresses: each ClusterIP (both families), then each externalIP.
+        // Virtual addresses: each ClusterIP (both families), then each externalIP when they are
+        // accepted at all (`--external-ips`: anyone who can edit a Service could otherwise bind any
+        // address on every node). None may be loopback, link-local, multicast or unspecified.
         let clusterIPTexts = (spec.clusterIPs?.isEmpty == false ? spec.clusterIPs : spec.clusterIP.map { [$0] }) ?? []
         let usableClusterIPs = clusterIPTexts.filter { !$0.isEmpty && $0 != "None" }
         guard !usableClusterIPs.isEmpty else {
@@ -232,12 +241,20 @@ public enum Translator {
                 return .failure(
                     problem(service, field: "spec.clusterIPs[\(index)]", "\"\(text)\" is not an IP address", reason: "InvalidAddress"))
             }
+            if let reason = address.unusableAsVirtualAddress {
+                return .failure(
+                    problem(service, field: "spec.clusterIPs[\(index)]", "\(text) is \(reason): not a virtual address", reason: "UnusableAddress"))
+            }
             virtualAddresses.append(address)
         }
-        for (index, text) in (spec.externalIPs ?? []).enumerated() {
+        for (index, text) in (acceptExternalIPs ? spec.externalIPs ?? [] : []).enumerated() {
             guard let address = IPAddress(text) else {
                 return .failure(
                     problem(service, field: "spec.externalIPs[\(index)]", "\"\(text)\" is not an IP address", reason: "InvalidAddress"))
+            }
+            if let reason = address.unusableAsVirtualAddress {
+                return .failure(
+                    problem(service, field: "spec.externalIPs[\(index)]", "\(text) is \(reason): not a virtual address", reason: "UnusableAddress"))
             }
             if !virtualAddresses.contains(address) { virtualAddresses.append(address) }
         }

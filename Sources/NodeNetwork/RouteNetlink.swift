@@ -78,7 +78,7 @@ public final class RouteNetlink: NodeNetworking {
     public func addresses(on name: String) throws(NodeNetworkError) -> Set<IPAddress> {
         try validate(name, operation: "list addresses")
         return try socket.withLock { socket throws(NodeNetworkError) in
-            guard let link = try Self.link(named: name, socket) else { return [] }
+            guard let link = try Self.dummyLink(named: name, socket) else { return [] }
             return Set(try Self.addressMessages(socket, on: name).lazy
                 .filter { $0.interfaceIndex == link.index }
                 .compactMap(\.address)
@@ -89,7 +89,7 @@ public final class RouteNetlink: NodeNetworking {
     public func addAddress(_ address: IPAddress, to name: String) throws(NodeNetworkError) {
         try validate(name, operation: "add address \(address) to")
         try socket.withLock { socket throws(NodeNetworkError) in
-            guard let link = try Self.link(named: name, socket) else {
+            guard let link = try Self.dummyLink(named: name, socket) else {
                 throw .netlink(operation: "add address \(address) to", subject: name, errno: ENODEV)
             }
             do throws(RouteNetlinkFailure) {
@@ -110,7 +110,7 @@ public final class RouteNetlink: NodeNetworking {
         guard !addresses.isEmpty else { return [] }
         try validate(name, operation: "add addresses to")
         return try socket.withLock { socket throws(NodeNetworkError) in
-            guard let link = try Self.link(named: name, socket) else {
+            guard let link = try Self.dummyLink(named: name, socket) else {
                 throw .netlink(operation: "add addresses to", subject: name, errno: ENODEV)
             }
             let requests = addresses.map { address in
@@ -136,7 +136,7 @@ public final class RouteNetlink: NodeNetworking {
     public func removeAddress(_ address: IPAddress, from name: String) throws(NodeNetworkError) {
         try validate(name, operation: "remove address \(address) from")
         try socket.withLock { socket throws(NodeNetworkError) in
-            guard let link = try Self.link(named: name, socket) else { return }
+            guard let link = try Self.dummyLink(named: name, socket) else { return }
             do throws(RouteNetlinkFailure) {
                 try Self.deleteAddress(address, prefixLength: nil, index: link.index, socket)
             } catch .kernel(EADDRNOTAVAIL) where address.family == .inet6 {
@@ -162,6 +162,15 @@ public final class RouteNetlink: NodeNetworking {
     }
 
     // MARK: - Requests
+
+    /// The link with this name when it is a dummy (nil when there is none). Any other kind is
+    /// someone else's interface (eth0, a bridge, lo): its addresses are never listed as the agent's,
+    /// added to or removed, whatever the caller asks.
+    private static func dummyLink(named name: String, _ socket: NetlinkRequestSocket) throws(NodeNetworkError) -> LinkMessage? {
+        guard let link = try link(named: name, socket) else { return nil }
+        guard link.kind == "dummy" else { throw .interfaceKindMismatch(name: name, kind: link.kind ?? "none") }
+        return link
+    }
 
     /// Keeps an existing interface when it is a dummy, setting it up if it is down.
     private static func adopt(_ existing: LinkMessage, _ name: String, _ socket: NetlinkRequestSocket) throws(NodeNetworkError) {

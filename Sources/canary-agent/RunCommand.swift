@@ -51,6 +51,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds a leaving endpoint may keep its connections before it is deleted.")
     var drainTimeout: Double = 300
 
+    @Flag(
+        name: .long,
+        help: "Kubernetes mode: program Services' spec.externalIPs too (off: anyone who may edit a Service could bind any address on every node).")
+    var externalIPs = false
+
     @Flag(name: .long, help: "Masquerade every IPVS-NAT connection, not only node-local clients and hairpin.")
     var masqueradeAll = false
 
@@ -88,6 +93,9 @@ struct RunCommand: AsyncParsableCommand {
         let node: LinuxNodePlumbing
         do {
             node = try LinuxNodePlumbing(interface: interface, masqueradeAll: masqueradeAll)
+            // The interface must be the agent's own dummy (or not exist yet): on any other kind
+            // (eth0, a bridge) every address would look like the agent's. Refuse before anything runs.
+            _ = try node.boundAddresses()
         } catch {
             throw CommandError("\(error)")
         }
@@ -124,14 +132,13 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func reconcilerSettings() throws -> Reconciler.Settings {
-        var settings = Reconciler.Settings()
-        guard driftCheckInterval > 0 else { throw CommandError("--drift-check-interval: must be more than 0 seconds") }
-        guard syncWindowMs >= 0 else { throw CommandError("--sync-window-ms: must be 0 or more") }
-        guard drainTimeout >= 0 else { throw CommandError("--drain-timeout: must be 0 or more seconds") }
-        settings.driftCheckInterval = .milliseconds(Int64(driftCheckInterval * 1000))
-        settings.syncWindow = .milliseconds(syncWindowMs)
-        settings.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
-        return settings
+        do {
+            return try Reconciler.Settings(
+                driftCheckIntervalSeconds: driftCheckInterval, syncWindowMilliseconds: syncWindowMs,
+                drainTimeoutSeconds: drainTimeout)
+        } catch {
+            throw CommandError(error.description)
+        }
     }
 
     func makeSource(logger: Logger) throws -> (any DesiredStateSource, KubernetesClient?) {
@@ -162,6 +169,7 @@ struct RunCommand: AsyncParsableCommand {
         var options = KubernetesSource.Configuration(
             nodeName: nodeName ?? ProcessInfo.processInfo.environment["NODE_NAME"], defaultScheduler: defaultScheduler)
         options.endpointsAPI = endpointsSource
+        options.acceptExternalIPs = externalIPs
         let source = KubernetesSource(client: client, configuration: options, logger: logger)
         return (KubernetesStateSource(source: source, server: configuration.server), client)
     }

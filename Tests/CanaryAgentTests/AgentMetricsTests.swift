@@ -51,13 +51,18 @@ struct AgentMetricsTests {
         let metrics = AgentMetrics(factory: TestMetrics())
         let text = metrics.renderScrapeTimeSeries(shares: [
             .init(service: "shop/web:http", target: 0.25, effective: 0.2), .init(service: "odd\"name\\x", target: 0, effective: 0),
+            .init(service: "evil\r\nfake_metric 1\nmore\rstill", target: 0.5, effective: 0.5),
         ])
         #expect(text.contains(#"canary_agent_canary_share_target{service="shop/web:http"} 0.25"#), "\(text)")
         #expect(text.contains(#"canary_agent_canary_share_effective{service="shop/web:http"} 0.2"#))
         #expect(text.contains(#"canary_agent_canary_share_target{service="odd\"name\\x"} 0.0"#))
-        // Every sample line is NAME{LABELS} VALUE or a comment.
-        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
-            #expect(line.split(separator: " ").count == 2 || line.contains("odd"), "\(line)")
+        #expect(text.contains("canary_agent_canary_share_target{service=\"evil\u{FFFD}\\nfake_metric 1\\nmore\u{FFFD}still\"} 0.5"), "\(text)")
+        // Every line is a comment or NAME{LABELS} VALUE, the name one of the agent's: no label value
+        // starts a line of its own (split on CR too, as a reader may).
+        let lines = text.unicodeScalars.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).map { String(String.UnicodeScalarView($0)) }
+        for line in lines where !line.hasPrefix("#") {
+            #expect(line.hasPrefix("canary_agent_"), "\(line)")
+            #expect(line.hasSuffix("} 0.25") || line.hasSuffix("} 0.2") || line.hasSuffix("} 0.0") || line.hasSuffix("} 0.5"), "\(line)")
         }
     }
 

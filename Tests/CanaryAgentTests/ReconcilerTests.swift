@@ -1,8 +1,10 @@
 import CanaryCore
+import Foundation
 import IPVS
 import IPVSTestSupport
 import Logging
 import MetricsTestKit
+import Synchronization
 import Testing
 
 @testable import CanaryAgent
@@ -326,6 +328,80 @@ struct ReconcilerTests {
 
         bench.kernel.tamper { $0.removeAll() }
         try await waitUntil { Self.shape(try bench.table()) == Self.shape(Bench.expected([web, Self.api])) }
+        loop.cancel()
+        await loop.value
+    }
+
+    @Test("a full sync that keeps failing after a good one backs off instead of spinning, and its error clears once it works")
+    func failingFullSyncBacksOff() async throws {
+        var settings = Reconciler.Settings()
+        settings.syncWindow = .milliseconds(5)
+        // The drift check is overdue all the time: only the backoff may pace the retries.
+        settings.driftCheckInterval = .milliseconds(50)
+        settings.retryBase = .milliseconds(40)
+        settings.retryMax = .milliseconds(320)
+        let bench = Bench(settings: settings)
+        let loop = Task { await bench.reconciler.run() }
+        defer { loop.cancel() }
+
+        await bench.submit([Self.web])
+        try await waitUntil { bench.reconciler.isReady }
+        bench.kernel.failDumps(with: .socket(call: "recvmsg", errno: 105))
+        let before = bench.kernel.dumps
+        try await Task.sleep(for: .seconds(1.5))
+        let attempts = bench.kernel.dumps - before
+        // Delays of 40, 80, 160, 320, 320 … ms, each shortened by at most half (jitter): at most
+        // about a dozen attempts in 1.5 s. Without the backoff the loop made thousands.
+        #expect(attempts >= 2, "the full sync is still retried")
+        #expect(attempts <= 15, "\(attempts) full-sync attempts in 1.5 s")
+        #expect(await bench.reconciler.status().kernelError != nil)
+
+        // A transient error is history once a full sync works again: `status` stops reporting it.
+        bench.kernel.failDumps(with: nil)
+        try await waitUntil { await bench.reconciler.status().kernelError == nil }
+        #expect(await bench.reconciler.status().errorCount == 0)
+        loop.cancel()
+        await loop.value
+    }
+
+    /// The in-memory kernel, whose dumps can be made to hang (a netlink call that never returns).
+    final class StallingKernel: IPVSKernel, @unchecked Sendable {
+        let table = InMemoryIPVS()
+        private let stalled = Mutex(false)
+        func stall(_ on: Bool) { stalled.withLock { $0 = on } }
+        func dumpTable() throws(IPVSError) -> [ServiceEntry] {
+            while stalled.withLock({ $0 }) { usleep(5_000) }
+            return try table.dumpTable()
+        }
+        func apply(_ operations: [IPVSOperation]) throws(IPVSError) -> [Result<Void, IPVSError>] { try table.apply(operations) }
+        func service(_ key: ServiceKey) throws(IPVSError) -> ServiceEntry? { try table.service(key) }
+    }
+
+    @Test("liveness fails while the loop is stuck in a kernel call and comes back when it turns again")
+    func livenessSeesAStuckLoop() async throws {
+        var settings = Reconciler.Settings()
+        settings.driftCheckInterval = .milliseconds(100)
+        settings.stallTimeout = .milliseconds(400)
+        let kernel = StallingKernel()
+        let metrics = TestMetrics()
+        let reconciler = Reconciler(
+            kernel: kernel, node: InMemoryNodePlumbing(), settings: settings, metrics: AgentMetrics(factory: metrics),
+            sourceSummary: "test", logger: Logger(label: "test"))
+        #expect(reconciler.isLive, "waiting for the first desired state is not a stall")
+        let loop = Task { await reconciler.run() }
+        defer { loop.cancel() }
+        await reconciler.submit(.desired(DesiredState(services: [Self.web]), problems: [], receivedAt: .now))
+        try await waitUntil { reconciler.isReady }
+        // Several drift periods pass with the loop turning: live all along.
+        for _ in 0..<10 {
+            #expect(reconciler.isLive)
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        kernel.stall(true)
+        try await waitUntil { !reconciler.isLive }
+        #expect((reconciler.stalledFor ?? .zero) >= .milliseconds(400))
+        kernel.stall(false)
+        try await waitUntil { reconciler.isLive }
         loop.cancel()
         await loop.value
     }

@@ -223,4 +223,42 @@ struct AgentKernelTests {
             _ = ipvs
         }
     }
+    @Test("run and cleanup refuse an interface that is not the agent's dummy, and touch nothing on it")
+    func refusesAnInterfaceThatIsNotADummy() throws {
+        try KernelTable.exclusive { ipvs in
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("canary-agent-kind-\(getpid())")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let config = directory.appendingPathComponent("config.yaml")
+            try Self.config(weight: "20").write(to: config, atomically: true, encoding: .utf8)
+            // A real interface (a veth, as eth0 would be) with the node's address and someone's service on it.
+            _ = try? run("/usr/sbin/ip", ["link", "del", "cnyveth0"])
+            _ = try run("/usr/sbin/ip", ["link", "add", "cnyveth0", "type", "veth", "peer", "name", "cnyveth1"])
+            defer { _ = try? run("/usr/sbin/ip", ["link", "del", "cnyveth0"]) }
+            _ = try run("/usr/sbin/ip", ["addr", "add", "10.96.9.50/24", "dev", "cnyveth0"])
+            _ = try run("/usr/sbin/ipvsadm", ["-A", "-t", "10.96.9.50:80", "-s", "rr"])
+            _ = try run("/usr/sbin/ipvsadm", ["-a", "-t", "10.96.9.50:80", "-r", "10.96.9.51:80", "-m"])
+            defer { _ = try? run("/usr/sbin/ipvsadm", ["-D", "-t", "10.96.9.50:80"]) }
+            let before = try Self.saved()
+
+            for arguments in [
+                ["run", "--config", config.path, "--interface", "cnyveth0", "--listen", "127.0.0.1:19111"],
+                ["cleanup", "--interface", "cnyveth0"],
+            ] {
+                do {
+                    _ = try run("/usr/bin/timeout", ["60", agentPath] + arguments)
+                    Issue.record("\(arguments[0]) accepted the veth cnyveth0 as its interface")
+                } catch let failure as CommandFailure {
+                    #expect(failure.status != 124, "\(arguments[0]) did not exit by itself")
+                    let lines = failure.stderr.split(separator: "\n").filter { !$0.isEmpty }
+                    #expect(
+                        lines.contains { $0.contains("interface cnyveth0: exists but is of kind veth, not dummy") },
+                        "\(failure.stderr)")
+                }
+            }
+            #expect(try Self.saved() == before, "nothing on the veth's address was touched")
+            #expect(try run("/usr/sbin/ip", ["-o", "addr", "show", "dev", "cnyveth0"]).contains("10.96.9.50/24"))
+            _ = ipvs
+        }
+    }
 }

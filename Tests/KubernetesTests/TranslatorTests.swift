@@ -7,7 +7,8 @@ import Testing
 
 /// Builds the translator's input from API-shaped JSON objects.
 func translationInput(
-    _ objects: [JSON], node: JSON? = nil, defaultScheduler: Scheduler = .weightedRoundRobin, useEndpointsAPI: Bool = false
+    _ objects: [JSON], node: JSON? = nil, defaultScheduler: Scheduler = .weightedRoundRobin, useEndpointsAPI: Bool = false,
+    acceptExternalIPs: Bool = false
 ) throws -> TranslationInput {
     let services = try objects.filter { $0["kind"] == "Service" }.map { try Fixtures.decode($0, as: Service.self) }
     let endpoints: EndpointObjects =
@@ -16,7 +17,7 @@ func translationInput(
         : .slices(try objects.filter { $0["kind"] == "EndpointSlice" }.map { try Fixtures.decode($0, as: EndpointSlice.self) })
     return TranslationInput(
         services: services, endpoints: endpoints, node: try node.map { try Fixtures.decode($0, as: Node.self) },
-        defaultScheduler: defaultScheduler)
+        defaultScheduler: defaultScheduler, acceptExternalIPs: acceptExternalIPs)
 }
 
 func socket(_ text: String) -> SocketAddress {
@@ -74,7 +75,7 @@ struct TranslatorTests {
         let v4 = Fixtures.slice("dns-v4", service: "dns", namespace: "kube-system", endpoints: [Fixtures.endpoint("10.244.1.53")], ports: ports)
         let v6 = Fixtures.slice(
             "dns-v6", service: "dns", namespace: "kube-system", addressType: "IPv6", endpoints: [Fixtures.endpoint("fd00:244:1::53")], ports: ports)
-        let result = Translator.translate(try translationInput([service, v4, v6]))
+        let result = Translator.translate(try translationInput([service, v4, v6], acceptExternalIPs: true))
         #expect(result.problems == [])
         #expect(
             result.desiredState
@@ -328,10 +329,44 @@ struct TranslatorTests {
     func addressConflict() throws {
         let first = Fixtures.service("a", clusterIPs: ["10.96.0.1"], externalIPs: ["192.0.2.1"])
         let second = Fixtures.service("b", clusterIPs: ["10.96.0.2"], externalIPs: ["192.0.2.1"])
-        let result = Translator.translate(try translationInput([first, second]))
+        let result = Translator.translate(try translationInput([first, second], acceptExternalIPs: true))
         #expect(result.problems.map(\.object) == ["default/b"])
         #expect(result.problems.map(\.field) == ["spec.externalIPs"])
         #expect(Set(result.desiredState.services.values.map(\.name)) == ["default/a:http"])
+    }
+
+    @Test("externalIPs are ignored unless --external-ips accepts them")
+    func externalIPsAreOptIn() throws {
+        let service = Fixtures.service("web", clusterIPs: ["10.96.0.10"], externalIPs: ["192.0.2.10"])
+        let slice = Fixtures.slice("web-a", service: "web", endpoints: [Fixtures.endpoint("10.244.1.1")], ports: [Fixtures.slicePort("http", port: 8080)])
+        let off = Translator.translate(try translationInput([service, slice]))
+        #expect(off.problems == [])
+        #expect(off.desiredState.services.keys.map(\.description).sorted() == ["TCP 10.96.0.10:80"])
+        let on = Translator.translate(try translationInput([service, slice], acceptExternalIPs: true))
+        #expect(on.desiredState.services.keys.map(\.description).sorted() == ["TCP 10.96.0.10:80", "TCP 192.0.2.10:80"])
+    }
+
+    @Test(
+        "a virtual address that is loopback, link-local, multicast or unspecified is refused, naming the field; the last good state stays",
+        arguments: [
+            (["10.96.0.10"], ["169.254.169.254"], "spec.externalIPs[0]"),
+            (["10.96.0.10"], ["192.0.2.1", "127.0.0.1"], "spec.externalIPs[1]"),
+            (["10.96.0.10"], ["224.0.0.251"], "spec.externalIPs[0]"),
+            (["10.96.0.10"], ["0.0.0.0"], "spec.externalIPs[0]"),
+            (["10.96.0.10", "::"], [], "spec.clusterIPs[1]"),
+            (["fe80::1"], [], "spec.clusterIPs[0]"),
+        ])
+    func unusableVirtualAddresses(_ clusterIPs: [String], _ externalIPs: [String], _ field: String) throws {
+        let good = Fixtures.service("web", clusterIPs: ["10.96.0.10"])
+        let slice = Fixtures.slice("web-a", service: "web", endpoints: [Fixtures.endpoint("10.244.1.1")], ports: [Fixtures.slicePort("http", port: 8080)])
+        let before = Translator.translate(try translationInput([good, slice], acceptExternalIPs: true))
+        #expect(before.problems == [])
+        let bad = Fixtures.service("web", clusterIPs: clusterIPs, externalIPs: externalIPs)
+        let after = Translator.translate(try translationInput([bad, slice], acceptExternalIPs: true), previous: before.desiredState)
+        #expect(after.problems.map(\.field) == [field])
+        #expect(after.problems.map(\.reason) == ["UnusableAddress"])
+        #expect(after.problems.allSatisfy { $0.object == "default/web" && !$0.message.contains("\n") })
+        #expect(after.desiredState == before.desiredState)
     }
 
     @Test("Services without the proxy label are not programmed")

@@ -134,6 +134,24 @@ import Glibc
         }
     }
 
+    @Test("the addresses of an interface that is not a dummy are never listed, added or removed")
+    func leavesTheAddressesOfOtherKindsAlone() throws {
+        try NetworkNamespace.run {
+            try Self.makeVeth()
+            _ = try shell("ip", "addr", "add", "192.0.2.7/24", "dev", "v0")
+            let network = try RouteNetlink()
+            let refusal = NodeNetworkError.interfaceKindMismatch(name: "v0", kind: "veth")
+            #expect(throws: refusal) { try network.addresses(on: "v0") }
+            #expect(throws: refusal) { try network.addAddress(Self.address("10.0.0.1"), to: "v0") }
+            #expect(throws: refusal) { try network.addAddresses([Self.address("10.0.0.1")], to: "v0") }
+            // An IPv4 delete matches whatever the prefix: without the check the node's address would go.
+            #expect(throws: refusal) { try network.removeAddress(Self.address("192.0.2.7"), from: "v0") }
+            let left = try shell("ip", "-o", "addr", "show", "dev", "v0")
+            #expect(left.contains("192.0.2.7/24"), "\(left)")
+            #expect(!left.contains("10.0.0.1"), "\(left)")
+        }
+    }
+
     @Test func refusesToAdoptAnInterfaceThatIsNotADummy() throws {
         try NetworkNamespace.run {
             try Self.makeVeth()

@@ -308,6 +308,39 @@ for document in yaml.safe_load_all(open(sys.argv[1])):
     fi
 fi
 
+# --- RBAC: least privilege ----------------------------------------------------------------------
+# The API calls the agent makes, written out by hand from its code (KubernetesSource's informers,
+# KubernetesClient's create of core Events): every verb the ClusterRole grants must be in this table.
+if output=$(python3 - deploy/rbac.yaml 2>&1 <<'EOF'
+import sys, yaml
+used = {
+    ("", "services"): {"list", "watch"},
+    ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
+    ("", "endpoints"): {"list", "watch"},
+    ("", "nodes"): {"list", "watch"},
+    ("", "events"): {"create"},
+}
+extra = []
+for document in yaml.safe_load_all(open(sys.argv[1])):
+    if not document or document.get("kind") not in ("ClusterRole", "Role"):
+        continue
+    for rule in document.get("rules", []):
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                granted = set(rule.get("verbs", []))
+                beyond = granted - used.get((group, resource), set())
+                if beyond:
+                    extra.append(f"{group or 'core'}/{resource}: {', '.join(sorted(beyond))}")
+if extra:
+    print("verbs the agent never uses: " + "; ".join(extra))
+    sys.exit(1)
+EOF
+); then
+    pass "deploy/rbac.yaml grants only the verbs the agent uses"
+else
+    fail "deploy/rbac.yaml: $output"
+fi
+
 # --- Result ------------------------------------------------------------------------------------
 if [ "${#failures[@]}" -gt 0 ]; then
     say "${#failures[@]} check(s) FAILED"
