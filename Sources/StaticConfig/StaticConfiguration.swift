@@ -37,6 +37,8 @@ public struct StaticConfiguration: Hashable, Sendable {
 
     /// Reads a configuration; the first problem found is thrown, naming the file, line and field.
     public init(yaml: String, file: String = "<config>") throws(StaticConfigurationError) {
+        // Aliases bounded, keys single values, duplicate keys one line: before Yams composes the tree.
+        try YAMLShapeCheck(file: file).check(yaml)
         let root: Yams.Node?
         do {
             // No implicit tags: the reader converts each scalar itself (a port with Int.construct, an
@@ -73,6 +75,7 @@ extension YamlError {
     fileprivate var line: Int? {
         switch self {
         case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): mark.line
+        case .duplicatedKeysInMapping(_, let context): context.mark.line
         default: nil
         }
     }
@@ -82,7 +85,10 @@ extension YamlError {
         case .scanner(let context, let problem, _, _), .parser(let context, let problem, _, _),
             .composer(let context, let problem, _, _):
             "invalid YAML: " + (context.map { "\($0.text): " } ?? "") + problem
-        default: "invalid YAML: \(self)"
+        // The context of this one is the whole file: the keys only, shortened.
+        case .duplicatedKeysInMapping(let duplicates, _):
+            "invalid YAML: a key is given twice: " + duplicates.prefix(3).map { "'\(excerpt($0))'" }.joined(separator: ", ")
+        default: "invalid YAML: " + excerpt("\(self)", limit: 200)
         }
     }
 }
@@ -111,10 +117,10 @@ private struct ConfigurationReader {
             let path = "services[\(index)]"
             let service = try self.service(node, path, defaultScheduler: defaultScheduler)
             if let other = names[service.name] {
-                throw error(at: node, "\(path).name", "'\(service.name)' is already the name of services[\(other)]")
+                throw error(at: node, "\(path).name", "'\(excerpt(service.name))' is already the name of services[\(other)]")
             }
             if let other = keys[service.key] {
-                throw error(at: node, path, "\(service.key) is already service '\(other)'")
+                throw error(at: node, path, "\(service.key) is already service '\(excerpt(other))'")
             }
             names[service.name] = index
             keys[service.key] = service.name
@@ -133,11 +139,11 @@ private struct ConfigurationReader {
         let name = try string(required(fields, "name", node, path), "\(path).name")
         let addressNode = try required(fields, "address", node, path)
         guard let address = IPAddress(try string(addressNode, "\(path).address")) else {
-            throw error(at: addressNode, "\(path).address", "'\(addressNode.string ?? "")' is not an IPv4 or IPv6 address")
+            throw error(at: addressNode, "\(path).address", "'\(excerpt(addressNode.string ?? ""))' is not an IPv4 or IPv6 address")
         }
         let portNode = try required(fields, "port", node, path)
         guard let portValue = portNode.int, (1...65_535).contains(portValue) else {
-            throw error(at: portNode, "\(path).port", "'\(portNode.string ?? "")' is not a port (1-65535)")
+            throw error(at: portNode, "\(path).port", "'\(excerpt(portNode.string ?? ""))' is not a port (1-65535)")
         }
         var proto = IPProtocol.tcp
         if let protocolNode = fields["protocol"] {
@@ -145,7 +151,7 @@ private struct ConfigurationReader {
             case "tcp": proto = .tcp
             case "udp": proto = .udp
             case "sctp": proto = .sctp
-            case let other: throw error(at: protocolNode, "\(path).protocol", "'\(other)' is not tcp, udp or sctp")
+            case let other: throw error(at: protocolNode, "\(path).protocol", "'\(excerpt(other))' is not tcp, udp or sctp")
             }
         }
         let scheduler = try fields["scheduler"].map { node throws(StaticConfigurationError) in
@@ -154,7 +160,7 @@ private struct ConfigurationReader {
         var persistence: Persistence?
         if let timeoutNode = fields["persistence-timeout"] {
             guard let seconds = timeoutNode.int, (1...2_678_400).contains(seconds) else {
-                throw error(at: timeoutNode, "\(path).persistence-timeout", "'\(timeoutNode.string ?? "")' is not a number of seconds (1-2678400)")
+                throw error(at: timeoutNode, "\(path).persistence-timeout", "'\(excerpt(timeoutNode.string ?? ""))' is not a number of seconds (1-2678400)")
             }
             persistence = Persistence(timeout: UInt32(seconds))
         }
@@ -166,7 +172,7 @@ private struct ConfigurationReader {
             let weightNode = try required(canaryFields, "weight", canaryNode, "\(path).canary")
             let weightText = try string(weightNode, "\(path).canary.weight")
             guard let parsed = CanaryShare(percentText: weightText) else {
-                throw error(at: weightNode, "\(path).canary.weight", "'\(weightText)' is not a percentage from 0 to 100 with at most two decimals")
+                throw error(at: weightNode, "\(path).canary.weight", "'\(excerpt(weightText))' is not a percentage from 0 to 100 with at most two decimals")
             }
             share = parsed
             canary = try endpoints(required(canaryFields, "endpoints", canaryNode, "\(path).canary"), "\(path).canary.endpoints", family: address.family)
@@ -188,7 +194,7 @@ private struct ConfigurationReader {
         for (index, item) in list.enumerated() {
             let text = try string(item, "\(path)[\(index)]")
             guard let address = SocketAddress(text) else {
-                throw error(at: item, "\(path)[\(index)]", "'\(text)' is not ADDRESS:PORT (IPv6 as [ADDRESS]:PORT)")
+                throw error(at: item, "\(path)[\(index)]", "'\(excerpt(text))' is not ADDRESS:PORT (IPv6 as [ADDRESS]:PORT)")
             }
             guard address.address.family == family else {
                 throw error(at: item, "\(path)[\(index)]", "\(address) is \(address.address.family) but the service address is \(family): IPVS NAT cannot cross address families")
@@ -204,7 +210,7 @@ private struct ConfigurationReader {
         let name = try string(node, path)
         let scheduler = Scheduler(rawValue: name)
         guard StaticConfiguration.schedulers.contains(scheduler) else {
-            throw error(at: node, path, "'\(name)' is not a scheduler (sh, rr, wrr or mh)")
+            throw error(at: node, path, "'\(excerpt(name))' is not a scheduler (sh, rr, wrr or mh)")
         }
         return scheduler
     }
@@ -216,7 +222,7 @@ private struct ConfigurationReader {
         var fields: [String: Node] = [:]
         for (keyNode, value) in mapping {
             let key = keyNode.string ?? ""
-            var field: String { path.isEmpty ? key : "\(path).\(key)" }
+            var field: String { path.isEmpty ? excerpt(key) : "\(path).\(excerpt(key))" }
             guard allowed.contains(key) else {
                 throw error(at: keyNode, field, "unknown field (known: \(allowed.sorted().joined(separator: ", ")))")
             }
