@@ -16,7 +16,7 @@ struct ListCommand: AsyncParsableCommand {
     @OptionGroup var options: OutputOptions
 
     func run() async throws {
-        let table = try openKernel().dumpTable().sorted { $0.service.key < $1.service.key }
+        // The roles first: a bad --config file is one line, before the kernel is opened at all.
         var desired = DesiredState()
         do {
             desired = try await source.load()
@@ -24,6 +24,7 @@ struct ListCommand: AsyncParsableCommand {
             if source.config != nil { throw error }
             FileHandle.standardError.write(Data("note: no roles shown: \(error)\n".utf8))
         }
+        let table = try openKernel().dumpTable().sorted { $0.service.key < $1.service.key }
         let roles = Roles(desired: desired, table: table)
         switch options.output {
         case .json:
