@@ -57,6 +57,10 @@ public struct InformerOptions: Sendable {
     /// A watch that ends cleanly sooner than this, having delivered nothing, counts as a failure (backoff)
     /// rather than as a server timeout (re-watch at once).
     public var minimumWatchDuration: Duration = .seconds(1)
+    /// After 410 Gone or an ERROR event the informer lists again: at once if the watch had lived this long,
+    /// otherwise after the backoff, growing with each relist in a row (a good list does not reset it; a
+    /// watch that lives this long does), so that a server failing every watch is not relisted back to back.
+    public var healthyWatchDuration: Duration = .seconds(30)
 
     public init() {}
 
@@ -126,6 +130,8 @@ public struct Informer<Object: KubernetesObject>: Sendable {
         var cache: [ObjectKey: Object] = [:]
         var resourceVersion: String?  // nil: list first
         var failures = 0
+        // Relists since the last watch that lived `healthyWatchDuration`: their backoff.
+        var relistsInARow = 0
 
         func pause() async -> Bool {
             let delay = options.backoff.delay(attempt: failures)
@@ -202,8 +208,17 @@ public struct Informer<Object: KubernetesObject>: Sendable {
                     // 410 Expired, or any ERROR event: the watch cannot go on from here. List again, replace the cache.
                     logger.info("watch from resource version \(resourceVersion ?? "-") ended: \(error); listing again")
                     resourceVersion = nil
-                    if failures > 0, await !pause() { return }
-                    failures += 1
+                    if ContinuousClock.now - started >= options.healthyWatchDuration { relistsInARow = 0 }
+                    if relistsInARow > 0 {
+                        let delay = options.backoff.delay(attempt: relistsInARow - 1)
+                        logger.warning("relisting \(relistsInARow + 1) times in a row; waiting \(delay) first")
+                        do {
+                            try await Task.sleep(for: delay)
+                        } catch {
+                            return
+                        }
+                    }
+                    relistsInARow += 1
                 } else {
                     logger.warning("watch failed (attempt \(failures + 1)): \(error)")
                     if await !pause() { return }

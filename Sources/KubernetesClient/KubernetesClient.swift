@@ -13,8 +13,11 @@ public final class KubernetesClient: Sendable {
     public struct Options: Sendable {
         /// Time allowed to open a connection (TCP and TLS).
         public var connectTimeout: Duration = .seconds(10)
-        /// Time allowed for a list page or a create, head and body.
+        /// Time allowed for a list page or a create to start answering (its response head).
         public var requestTimeout: Duration = .seconds(60)
+        /// A list page or a create whose body stays silent this long after its head (a half-open connection)
+        /// is given up with ``KubernetesError/readIdle(request:seconds:)``. Watches have their own idle timeout.
+        public var readIdleTimeout: Duration = .seconds(30)
         /// The largest watch event (one line) accepted.
         public var maximumEventSize: Int = 64 << 20
         /// The largest list page or response body accepted.
@@ -222,16 +225,47 @@ public final class KubernetesClient: Sendable {
         }
         guard (200..<300).contains(Int(response.status.code)) else {
             let code = Int(response.status.code)
-            let bytes = try? await response.body.collect(upTo: 1 << 20)
+            let bytes = try? await collect(response.body, request: request, limit: 1 << 20)
             let status = bytes.flatMap { try? JSONDecoder().decode(Status.self, from: Data(buffer: $0)) }
             throw .apiStatus(request: request, code: code, status: status)
         }
         return response
     }
 
-    private func collect(_ body: HTTPClientResponse.Body, request: String) async throws(KubernetesError) -> ByteBuffer {
+    /// The whole body, up to `limit` bytes (default the maximum body size); fails with `.readIdle` when no
+    /// byte arrives for the read idle timeout: the request deadline no longer applies once the head is in.
+    private func collect(
+        _ body: HTTPClientResponse.Body, request: String, limit: Int? = nil
+    ) async throws(KubernetesError) -> ByteBuffer {
+        let limit = limit ?? options.maximumBodySize
+        let idleTimeout = options.readIdleTimeout
+        let activity = ActivityClock()
         do {
-            return try await body.collect(upTo: options.maximumBodySize)
+            return try await withThrowingTaskGroup(of: ByteBuffer.self) { group in
+                group.addTask {
+                    var collected = ByteBuffer()
+                    for try await chunk in body {
+                        activity.touch()
+                        guard collected.readableBytes + chunk.readableBytes <= limit else {
+                            throw KubernetesError.transport(request: request, reason: "the answer is larger than \(limit) bytes")
+                        }
+                        collected.writeImmutableBuffer(chunk)
+                    }
+                    return collected
+                }
+                group.addTask {
+                    while true {
+                        try await Task.sleep(until: activity.last + idleTimeout, clock: .continuous)
+                        if ContinuousClock.now - activity.last >= idleTimeout {
+                            throw KubernetesError.readIdle(request: request, seconds: Backoff.seconds(idleTimeout))
+                        }
+                    }
+                }
+                // The first child to finish decides: the whole body, or an error (the rest is cancelled).
+                defer { group.cancelAll() }
+                guard let collected = try await group.next() else { throw CancellationError() }
+                return collected
+            }
         } catch {
             throw Self.transportError(error, request: request)
         }

@@ -22,6 +22,9 @@ public enum KubernetesError: Error, Sendable, Equatable, CustomStringConvertible
     case watchError(request: String, status: Status)
     /// A watch stayed silent longer than allowed and was given up.
     case watchIdle(request: String, seconds: Double)
+    /// A list page or other answer sent its head, then no byte of its body for this long (a half-open
+    /// connection); it was given up.
+    case readIdle(request: String, seconds: Double)
     /// The task was cancelled.
     case cancelled
 
@@ -74,6 +77,8 @@ public enum KubernetesError: Error, Sendable, Equatable, CustomStringConvertible
                 + (status.message.map { ": \($0)" } ?? "")
         case .watchIdle(let request, let seconds):
             "\(request): watch silent for \(seconds) s, restarting it"
+        case .readIdle(let request, let seconds):
+            "\(request): the answer stalled: no byte for \(seconds) s, giving it up"
         case .cancelled:
             "cancelled"
         }

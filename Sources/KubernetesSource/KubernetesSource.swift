@@ -65,6 +65,14 @@ public actor KubernetesSource {
             factory: factory ?? MetricsSystem.factory)
     }
 
+    /// Counts the full lists that replaced an informer's cache (the first one included), by resource
+    /// (`services`, `endpointslices`, …): a rate above the watch timeout's is a relist storm.
+    static func relistCounter(_ resource: ResourceDescriptor, factory: (any MetricsFactory)?) -> Counter {
+        Counter(
+            label: "canary_agent_informer_relists_total", dimensions: [("resource", resource.plural)],
+            factory: factory ?? MetricsSystem.factory)
+    }
+
     public let client: KubernetesClient
     public let configuration: Configuration
     private let logger: Logger
@@ -175,7 +183,9 @@ public actor KubernetesSource {
 
     private func received(services update: InformerUpdate<Service>) {
         switch update.change {
-        case .relisted: cache.replaceServices(update.objects)
+        case .relisted:
+            Self.relistCounter(.services, factory: configuration.metricsFactory).increment()
+            cache.replaceServices(update.objects)
         case .added(let key), .modified(let key), .deleted(let key): cache.changeService(key, to: update.objects[key])
         }
         servicesListed = true
@@ -184,7 +194,9 @@ public actor KubernetesSource {
 
     private func received(slices update: InformerUpdate<EndpointSlice>) {
         switch update.change {
-        case .relisted: cache.replaceSlices(update.objects)
+        case .relisted:
+            Self.relistCounter(.endpointSlices, factory: configuration.metricsFactory).increment()
+            cache.replaceSlices(update.objects)
         case .added(let key), .modified(let key), .deleted(let key): cache.changeSlice(key, to: update.objects[key])
         }
         endpointsListed = true
@@ -193,7 +205,9 @@ public actor KubernetesSource {
 
     private func received(endpoints update: InformerUpdate<Endpoints>) {
         switch update.change {
-        case .relisted: cache.replaceEndpoints(update.objects)
+        case .relisted:
+            Self.relistCounter(.endpoints, factory: configuration.metricsFactory).increment()
+            cache.replaceEndpoints(update.objects)
         case .added(let key), .modified(let key), .deleted(let key): cache.changeEndpoints(key, to: update.objects[key])
         }
         endpointsListed = true
@@ -202,6 +216,7 @@ public actor KubernetesSource {
 
     private func received(nodes update: InformerUpdate<Node>) {
         guard let nodeName = configuration.nodeName else { return }
+        if update.change == .relisted { Self.relistCounter(.nodes, factory: configuration.metricsFactory).increment() }
         cache.setNode(update.objects[ObjectKey(namespace: nil, name: nodeName)])
         nodeListed = true
         noteChange()

@@ -397,6 +397,90 @@ struct ClientServerTests {
         }
     }
 
+    @Test(
+        "a watch that fails at once every time (410 Gone, or an ERROR event) relists with a growing backoff, not back to back",
+        arguments: [false, true])
+    func relistStormIsBounded(goneAsErrorEvent: Bool) async throws {
+        try await withAPIServer { server, certificates in
+            try await server.perform { state in
+                state.goneWatches = true
+                state.goneAsErrorEvent = goneAsErrorEvent
+                state.apply(Fixtures.service("a", clusterIPs: ["10.96.1.1"]))
+            }
+            try await withClient(try serverConfiguration(server, certificates)) { client in
+                var options = fastInformerOptions(pageSize: nil)
+                options.backoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(400), multiplier: 2, jitter: 0)
+                let informer = Informer(client: client, resource: .services, of: Service.self, options: options)
+                let recorder = Recorder<InformerUpdate<Service>>()
+                try await whileRunning({ await informer.run { await recorder.append($0) } }) {
+                    _ = try await eventually("first list") { await recorder.first { $0.change == .relisted } }
+                    func lists() async throws -> Int {
+                        try await server.perform { $0.requests(to: "/api/v1/services", watch: false).count }
+                    }
+                    // Lists at about 0, 0, 50, 150, 350, 750, 1150, 1550, 1950 ms: the first relist at once, then
+                    // 50, 100, 200, 400, 400... ms apart. Back to back, it would be hundreds a second.
+                    try await Task.sleep(for: .seconds(1))
+                    let afterOneSecond = try await lists()
+                    try await Task.sleep(for: .seconds(1))
+                    let afterTwoSeconds = try await lists()
+                    #expect(afterOneSecond >= 3 && afterOneSecond <= 9, "\(afterOneSecond) lists in the first second")
+                    #expect(afterTwoSeconds >= 5 && afterTwoSeconds <= 13, "\(afterTwoSeconds) lists in two seconds")
+                    // The backoff grows: the second second sees fewer lists than the first.
+                    #expect(afterTwoSeconds - afterOneSecond < afterOneSecond, "\(afterOneSecond), then \(afterTwoSeconds)")
+                    // Every list it made was a full relist that replaced the cache.
+                    #expect(await recorder.values.filter { $0.change == .relisted }.count >= afterOneSecond)
+
+                    // Once the watch works again, the informer settles on it.
+                    try await server.perform { $0.goneWatches = false }
+                    _ = try await eventually("a watch that stays open", timeout: .seconds(5)) {
+                        try await server.perform { $0.watchCount == 1 ? true : nil }
+                    }
+                    try await server.perform { $0.apply(Fixtures.service("b", clusterIPs: ["10.96.1.2"])) }
+                    _ = try await eventually("event") { await recorder.first { $0.change == .added(ObjectKey(namespace: "default", name: "b")) } }
+                }
+            }
+        }
+    }
+
+    @Test("a list whose answer stalls after its head fails with readIdle; the informer lists again and syncs")
+    func stalledListIsGivenUp() async throws {
+        try await withAPIServer { server, certificates in
+            try await server.perform { state in
+                state.stallingLists = 1
+                state.apply(Fixtures.service("a", clusterIPs: ["10.96.1.1"]))
+            }
+            var options = KubernetesClient.Options()
+            options.requestTimeout = .seconds(10)
+            options.readIdleTimeout = .milliseconds(300)
+            let client = try KubernetesClient(configuration: try serverConfiguration(server, certificates), options: options)
+
+            // The client alone: a typed error once the body has been silent for the idle timeout.
+            let started = ContinuousClock.now
+            do throws(KubernetesError) {
+                _ = try await client.list(.services, of: Service.self)
+                Issue.record("expected the stalled list to fail")
+            } catch {
+                #expect(error == .readIdle(request: "GET /api/v1/services", seconds: 0.3))
+            }
+            #expect(ContinuousClock.now - started < .seconds(3))
+
+            // The informer: the first list stalls, it gives up within a few seconds, lists again and syncs.
+            try await server.perform { $0.stallingLists = 1 }
+            let informer = Informer(client: client, resource: .services, of: Service.self, options: fastInformerOptions())
+            let recorder = Recorder<InformerUpdate<Service>>()
+            let informerStarted = ContinuousClock.now
+            try await whileRunning({ await informer.run { await recorder.append($0) } }) {
+                let synced = try await eventually("list after the stall", timeout: .seconds(5)) { await recorder.first { $0.change == .relisted } }
+                #expect(ContinuousClock.now - informerStarted < .seconds(5))
+                #expect(synced.objects.keys.map(\.description) == ["default/a"])
+                // One stalled list by the client, one by the informer, and the good one.
+                #expect(try await server.perform { $0.requests(to: "/api/v1/services", watch: false).count } == 3)
+                _ = try await eventually("watch open") { try await server.perform { $0.watchCount == 1 ? true : nil } }
+            }
+            await client.shutdown()
+        }
+    }
+
     @Test("never gives up: failed lists are retried with backoff until the server answers")
     func retriesUntilServed() async throws {
         try await withAPIServer { server, certificates in

@@ -124,6 +124,10 @@ final class ServerState: @unchecked Sendable {
     var goneAsErrorEvent = false
     /// Accept watches, then send nothing and never end them.
     var silentWatches = false
+    /// Answer every watch, whatever its resource version, as expired (410, or an ERROR event with `goneAsErrorEvent`).
+    var goneWatches = false
+    /// Answer this many lists with a response head and the first bytes of a body, then nothing (a half-open connection).
+    var stallingLists = 0
     /// Size of the HTTP chunks a watch event is cut into; 0 cuts each event into three uneven chunks.
     var chunkSize = 0
     /// Answer this many list pages asked with a `continue` token with 410 Expired.
@@ -286,6 +290,15 @@ final class ServerState: @unchecked Sendable {
 
     private func list(path: String, query: [String: String], context: ChannelHandlerContext) {
         guard let collection = collections[path] else { return }
+        if stallingLists > 0 {
+            stallingLists -= 1
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "application/json")
+            headers.add(name: "Content-Length", value: "4096")
+            context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+            context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "{\"kind\":")))), promise: nil)
+            return
+        }
         var offset = 0
         if let token = query["continue"] {
             if expiringContinueTokens > 0 {
@@ -324,8 +337,10 @@ final class ServerState: @unchecked Sendable {
     private func watch(path: String, query: [String: String], context: ChannelHandlerContext) {
         guard let collection = collections[path] else { return }
         let from = query["resourceVersion"].flatMap { Int($0) }
-        if let from, from < collection.compactedThrough, !goneAsErrorEvent {
-            respond(context, .gone, Self.status(code: 410, reason: "Expired", message: "too old resource version: \(from) (\(collection.compactedThrough))"))
+        let expired = goneWatches || from.map { $0 < collection.compactedThrough } == true
+        let tooOld = "too old resource version: \(from.map(String.init) ?? "-") (\(collection.compactedThrough))"
+        if expired, !goneAsErrorEvent {
+            respond(context, .gone, Self.status(code: 410, reason: "Expired", message: tooOld))
             return
         }
         var headers = HTTPHeaders()
@@ -340,8 +355,8 @@ final class ServerState: @unchecked Sendable {
             watchers[ObjectIdentifier(watcher)] = watcher
             return
         }
-        if let from, from < collection.compactedThrough {
-            send(["type": "ERROR", "object": Self.status(code: 410, reason: "Expired", message: "too old resource version: \(from) (\(collection.compactedThrough))")], to: watcher)
+        if expired {
+            send(["type": "ERROR", "object": Self.status(code: 410, reason: "Expired", message: tooOld)], to: watcher)
             end(watcher)
             return
         }

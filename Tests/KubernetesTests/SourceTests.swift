@@ -53,6 +53,29 @@ struct SourceTests {
         }
     }
 
+    @Test("each full list that replaces an informer's cache is counted, by resource")
+    func relistsAreCounted() async throws {
+        let metrics = TestMetrics()
+        try await withSource(Fixtures.seedCanaryServices(weight: "10") + [Fixtures.node()], configure: { $0.metricsFactory = metrics }) {
+            server, recorder in
+            _ = try await update(recorder, "first update") { _ in true }
+            func relists(_ resource: String) -> Int64 {
+                metrics.counters(label: "canary_agent_informer_relists_total")
+                    .filter { $0.dimensions.contains { $0 == ("resource", resource) } }.map(\.totalValue).reduce(0, +)
+            }
+            #expect(relists("services") == 1)
+            #expect(relists("endpointslices") == 1)
+            #expect(relists("nodes") == 1)
+            // The services' watch expires: one more relist of services.
+            try await server.perform { state in
+                state.goneWatches = true
+                state.dropWatches()
+            }
+            _ = try await eventually("a relist of services") { relists("services") >= 2 ? true : nil }
+            try await server.perform { $0.goneWatches = false }
+        }
+    }
+
     @Test("an agent that restarts does not record the same Event twice")
     func eventsNotRepeatedAfterRestart() async throws {
         let objects = Fixtures.seedCanaryServices(weight: "150") + [Fixtures.node()]
