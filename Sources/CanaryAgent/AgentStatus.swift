@@ -56,15 +56,28 @@ public struct AgentStatus: Codable, Sendable, Hashable {
     public var problems: [AgentProblem]
     /// The last input rejected whole (a static file with an error), while the table is kept.
     public var sourceError: AgentProblem?
-    /// The last error reading the kernel's table.
+    /// Since when inputs are rejected whole (the first rejection of this run of them).
+    public var sourceErrorSince: Date?
+    /// The last error reading the kernel's table, while reads keep failing.
     public var kernelError: String?
+    /// Since when the kernel's table cannot be read.
+    public var kernelErrorSince: Date?
+    /// The masquerade rules' or hairpin set's error while they keep failing (node-local and
+    /// hairpin clients of every service fail meanwhile).
+    public var masqueradeError: OngoingError?
     /// The virtual addresses on the agent's interface.
     public var addresses: [String]
     public var drainingDestinations: Int
 
-    /// Errors in one list: the source's, the kernel's, each service's.
+    /// An error that persists, and since when.
+    public struct OngoingError: Codable, Sendable, Hashable {
+        public var message: String
+        public var since: Date
+    }
+
+    /// Errors in one list: the source's, the kernel's, the masquerade rules', each service's.
     public var errorCount: Int {
-        (sourceError == nil ? 0 : 1) + (kernelError == nil ? 0 : 1) + problems.count
+        (sourceError == nil ? 0 : 1) + (kernelError == nil ? 0 : 1) + (masqueradeError == nil ? 0 : 1) + problems.count
             + services.count { $0.error != nil }
     }
 }

@@ -10,7 +10,8 @@ import ServiceLifecycle
 /// - `GET /metrics`: Prometheus text: the registry's series, then those with a row per service or
 ///   destination, rendered at scrape time (the traffic read from the kernel by `trafficSampler`);
 /// - `GET /healthz`: 200 while the reconcile loop turns, 503 once it is stuck (`Reconciler.isLive`);
-/// - `GET /readyz`: 200 once the first full sync is done, 503 before;
+/// - `GET /readyz`: 200 once the first full sync is done, 503 before and while the masquerade
+///   rules have kept failing for `Settings.degradedAfter`;
 /// - `GET /status`: the agent's `AgentStatus` as JSON (what `canary-agent status` shows);
 /// - `GET /desired`: the desired state as JSON (what `canary-agent plan` and `explain` read).
 public struct HTTPEndpoints: Service {
@@ -129,8 +130,15 @@ public struct HTTPEndpoints: Service {
             }
             return Response(.ok, "ok\n")
         case "/readyz":
-            return reconciler.isReady
-                ? Response(.ok, "ready\n") : Response(.serviceUnavailable, "not ready: the first full sync is not done\n")
+            guard reconciler.isReady else {
+                return Response(.serviceUnavailable, "not ready: the first full sync is not done\n")
+            }
+            if let failing = reconciler.masqueradeDegradedFor {
+                return Response(
+                    .serviceUnavailable,
+                    "not ready: the masquerade rules have failed for \(failing.components.seconds) s (see canary-agent status)\n")
+            }
+            return Response(.ok, "ready\n")
         case "/metrics":
             await trafficSampler?.refresh()
             var response = Response(.ok, "")

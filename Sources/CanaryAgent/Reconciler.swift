@@ -41,6 +41,9 @@ public actor Reconciler {
         /// before the agent counts as stalled: `/healthz` then fails, so that the kubelet or systemd
         /// restarts it. Above the longest full sync (10,000 services take about 90 s under emulation).
         public var stallTimeout: Duration = .seconds(300)
+        /// How long the masquerade rules or the hairpin set may keep failing before `/readyz` says
+        /// the node is not ready (node-local and hairpin clients are failing meanwhile).
+        public var degradedAfter: Duration = .seconds(60)
         /// Between attempts of a full sync whose dump or address read failed: grows from
         /// `retryBase` to `retryMax`, with jitter, as the informers' retries do.
         var fullSyncBackoff: Backoff { Backoff(initial: retryBase, maximum: retryMax) }
@@ -109,6 +112,7 @@ public actor Reconciler {
     private var desiredState: DesiredState?
     private var sourceProblems: [AgentProblem] = []
     private var sourceRejection: AgentProblem?
+    private var sourceRejectedSince: Date?
     private var pendingKeys: Set<ServiceKey> = []
     private var pendingSince: ContinuousClock.Instant?
 
@@ -142,6 +146,12 @@ public actor Reconciler {
     /// waits for its first desired state): read by `/healthz` without waiting for the actor.
     private nonisolated let turnDeadline = Atomic<Int64>(Int64.max)
     private nonisolated let clockOrigin = ContinuousClock.now
+    /// Nanoseconds after `clockOrigin` since which the masquerade rules keep failing; Int64.max: they work.
+    private nonisolated let masqueradeFailingSince = Atomic<Int64>(Int64.max)
+    /// The masquerade rules' or hairpin set's error while they keep failing, and since when.
+    private var masqueradeError: AgentStatus.OngoingError?
+    /// Since when the kernel's table cannot be read (with `lastKernelError`).
+    private var kernelErrorSince: Date?
     private var lastSync: SyncReport?
     private var lastFullSyncReport: SyncReport?
     private var lastKernelError: String?
@@ -165,10 +175,12 @@ public actor Reconciler {
         switch event {
         case .rejected(let problem):
             sourceRejection = problem
+            sourceRejectedSince = sourceRejectedSince ?? Date()
             metrics.error(reason: "source_rejected")
             logger.error("\(problem) (rejected whole: the running table is kept)")
         case .desired(let state, let problems, let receivedAt, let hint):
             sourceRejection = nil
+            sourceRejectedSince = nil
             sourceProblems = problems
             var changed = Set<ServiceKey>()
             if let hint, var current = desiredState {
@@ -270,6 +282,7 @@ public actor Reconciler {
             fullSyncFailures += 1
             fullSyncRetryAt = .now + delay
             lastKernelError = "\(error)"
+            kernelErrorSince = kernelErrorSince ?? Date()
             metrics.error(reason: "full_sync_read")
             logger.error(
                 "full sync: cannot read the table: \(error) (retrying)",
@@ -301,6 +314,7 @@ public actor Reconciler {
         fullSyncFailures = 0
         // The table was read and programmed: an earlier read failure is history, not the state now.
         lastKernelError = nil
+        kernelErrorSince = nil
         let report = SyncReport(
             kind: .full, at: Date(), duration: ContinuousClock.now - started, operations: operations, failed: failed)
         record(report, pendingSince: pending)
@@ -569,7 +583,7 @@ public actor Reconciler {
                     try node.updateMasquerade(adding: adding, removing: touched.subtracting(adding))
                 } catch {
                     masqueradeNeedsRewrite = true
-                    metrics.error(reason: "masquerade_rules")
+                    masqueradeFailed(error)
                     logger.error("\(error) (rewritten at the next full sync)")
                 }
             }
@@ -586,11 +600,22 @@ public actor Reconciler {
             try node.syncMasquerade(endpoints: endpoints, rewrite: masqueradeNeedsRewrite)
             masqueradeNeedsRewrite = false
             masqueradeCoversIPv6 = endpoints.contains { $0.family == .inet6 }
+            // The rules and the set were written whole: an earlier failure is repaired.
+            masqueradeError = nil
+            masqueradeFailingSince.store(Int64.max, ordering: .releasing)
         } catch {
             masqueradeNeedsRewrite = true
-            metrics.error(reason: "masquerade_rules")
+            masqueradeFailed(error)
             logger.error("\(error)")
         }
+    }
+
+    private func masqueradeFailed(_ error: any Error) {
+        metrics.error(reason: "masquerade_rules")
+        if masqueradeError == nil {
+            masqueradeFailingSince.store(Self.nanoseconds(ContinuousClock.now - clockOrigin), ordering: .releasing)
+        }
+        masqueradeError = AgentStatus.OngoingError(message: "\(error)", since: masqueradeError?.since ?? Date())
     }
 
     // MARK: - Metrics
@@ -642,13 +667,24 @@ public actor Reconciler {
         }
         return AgentStatus(
             source: sourceSummary, ready: ready, startedAt: startedAt, lastSync: lastSync, lastFullSync: lastFullSyncReport,
-            services: services, problems: sourceProblems, sourceError: sourceRejection, kernelError: lastKernelError,
+            services: services, problems: sourceProblems, sourceError: sourceRejection, sourceErrorSince: sourceRejectedSince,
+            kernelError: lastKernelError,
+            kernelErrorSince: kernelErrorSince, masqueradeError: masqueradeError,
             addresses: bound.sorted().map(\.description),
             drainingDestinations: drains.count)
     }
 
     /// True once the first full sync is done.
     public nonisolated var isReady: Bool { readyFlag.load(ordering: .acquiring) }
+
+    /// How long the masquerade rules have kept failing, when that is longer than
+    /// `Settings.degradedAfter`: the node is then not ready.
+    public nonisolated var masqueradeDegradedFor: Duration? {
+        let since = masqueradeFailingSince.load(ordering: .acquiring)
+        guard since != Int64.max else { return nil }
+        let failing = Duration.nanoseconds(Self.nanoseconds(ContinuousClock.now - clockOrigin) - since)
+        return failing > settings.degradedAfter ? failing : nil
+    }
 
     /// False when the loop is stuck: a sync (a kernel call, a command) or a wait has run past its
     /// deadline by more than `Settings.stallTimeout`. True while it waits for its first desired state.

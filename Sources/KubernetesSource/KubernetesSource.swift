@@ -30,6 +30,8 @@ public actor KubernetesSource {
         /// The `--scheduler` flag: the scheduler when neither the Service nor the Node names one.
         public var defaultScheduler: Scheduler = .weightedRoundRobin
         public var endpointsAPI: EndpointsAPI = .endpointSlices
+        /// Program Services' `spec.externalIPs` too (`--external-ips`); off by default.
+        public var acceptExternalIPs = false
         public var informer = InformerOptions()
         /// Record a Kubernetes Event on the object for each new problem.
         public var recordEvents = true
@@ -94,7 +96,9 @@ public actor KubernetesSource {
         self.client = client
         self.configuration = configuration
         self.logger = logger
-        cache = TranslationCache(endpointsAPI: configuration.endpointsAPI, defaultScheduler: configuration.defaultScheduler)
+        cache = TranslationCache(
+            endpointsAPI: configuration.endpointsAPI, defaultScheduler: configuration.defaultScheduler,
+            acceptExternalIPs: configuration.acceptExternalIPs)
     }
 
     /// The updates as a stream; the source runs while the stream is iterated.

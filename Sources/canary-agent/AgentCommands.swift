@@ -42,6 +42,13 @@ struct StatusCommand: AsyncParsableCommand {
         if status.errorCount > 0 || !status.ready { throw ExitCode(2) }
     }
 
+    /// ", for 3m 20s" since a time, or nothing without one.
+    static func age(since: Date?) -> String {
+        guard let since else { return "" }
+        let seconds = max(0, Int(Date().timeIntervalSince(since)))
+        return seconds < 60 ? ", for \(seconds)s" : ", for \(seconds / 60)m \(seconds % 60)s"
+    }
+
     static func text(_ status: AgentStatus) -> String {
         var lines = [
             "source:  \(status.source)",
@@ -57,8 +64,13 @@ struct StatusCommand: AsyncParsableCommand {
         lines.append("last full sync:  \(describe(status.lastFullSync))")
         lines.append("addresses:       \(status.addresses.isEmpty ? "none" : status.addresses.joined(separator: " "))")
         if status.drainingDestinations > 0 { lines.append("draining:        \(status.drainingDestinations) destinations") }
-        if let error = status.sourceError { lines.append("SOURCE REJECTED: \(error) (the running table is kept)") }
-        if let error = status.kernelError { lines.append("KERNEL ERROR:    \(error)") }
+        if let error = status.sourceError {
+            lines.append("SOURCE REJECTED: \(error) (the running table is kept)\(Self.age(since: status.sourceErrorSince))")
+        }
+        if let error = status.kernelError { lines.append("KERNEL ERROR:    \(error)\(Self.age(since: status.kernelErrorSince))") }
+        if let error = status.masqueradeError {
+            lines.append("MASQUERADE:      \(error.message)\(Self.age(since: error.since)) (node-local and hairpin clients fail)")
+        }
         lines.append("services: \(status.services.count)")
         for service in status.services {
             let effective = service.effectiveCanaryShare.map { Explanation.percent($0) } ?? "?"

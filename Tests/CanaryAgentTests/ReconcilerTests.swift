@@ -156,6 +156,37 @@ struct ReconcilerTests {
         #expect(bench.node.masqueradeCalls.last == .sync(rewrite: false))
     }
 
+    @Test("a failing hairpin set shows in status with its age, makes the node unready after a while, and clears once repaired")
+    func masqueradeFailureIsReported() async throws {
+        var settings = Reconciler.Settings()
+        settings.degradedAfter = .milliseconds(200)
+        let bench = Bench(settings: settings)
+        await bench.submit([Self.web])
+        await bench.reconciler.fullSync()
+        #expect(await bench.reconciler.status().masqueradeError == nil)
+        bench.node.failMasqueradeUpdates(true)
+        let before = Date()
+        let web = Self.service("web", "10.96.0.10:80", stable: ["10.9.1.2:80", "10.9.1.5:80"], canary: ["10.9.1.9:80"], share: 1000)
+        await bench.submit([web])
+        await bench.reconciler.incrementalSync()
+        let failure = try #require(await bench.reconciler.status().masqueradeError)
+        #expect(failure.message.contains("ipset -exist restore"), "\(failure.message)")
+        #expect(failure.since >= before.addingTimeInterval(-1) && failure.since <= Date())
+        #expect(await bench.reconciler.status().errorCount == 1)
+        #expect(bench.reconciler.masqueradeDegradedFor == nil, "not yet past degradedAfter")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect((bench.reconciler.masqueradeDegradedFor ?? .zero) >= .milliseconds(200))
+        // A second failure keeps the first one's time.
+        let web2 = Self.service("web", "10.96.0.10:80", stable: ["10.9.1.2:80", "10.9.1.6:80"], canary: ["10.9.1.9:80"], share: 1000)
+        await bench.submit([web2])
+        await bench.reconciler.incrementalSync()
+        #expect(await bench.reconciler.status().masqueradeError?.since == failure.since)
+        bench.node.failMasqueradeUpdates(false)
+        await bench.reconciler.fullSync()
+        #expect(await bench.reconciler.status().masqueradeError == nil)
+        #expect(bench.reconciler.masqueradeDegradedFor == nil)
+    }
+
     @Test("a restart adopts the table it left: no operation at all")
     func adoptionAppliesNothing() async throws {
         let first = Bench()
