@@ -236,25 +236,15 @@ public enum Translator {
                 problem(service, field: "spec.clusterIP", "no ClusterIP (\(what)); canary-agent needs a virtual address", reason: "NoClusterIP"))
         }
         var virtualAddresses: [IPAddress] = []
-        for (index, text) in usableClusterIPs.enumerated() {
+        let candidates =
+            usableClusterIPs.enumerated().map { ("spec.clusterIPs[\($0.offset)]", $0.element) }
+            + (acceptExternalIPs ? spec.externalIPs ?? [] : []).enumerated().map { ("spec.externalIPs[\($0.offset)]", $0.element) }
+        for (field, text) in candidates {
             guard let address = IPAddress(text) else {
-                return .failure(
-                    problem(service, field: "spec.clusterIPs[\(index)]", "\"\(text)\" is not an IP address", reason: "InvalidAddress"))
+                return .failure(problem(service, field: field, "\"\(text)\" is not an IP address", reason: "InvalidAddress"))
             }
             if let reason = address.unusableAsVirtualAddress {
-                return .failure(
-                    problem(service, field: "spec.clusterIPs[\(index)]", "\(text) is \(reason): not a virtual address", reason: "UnusableAddress"))
-            }
-            virtualAddresses.append(address)
-        }
-        for (index, text) in (acceptExternalIPs ? spec.externalIPs ?? [] : []).enumerated() {
-            guard let address = IPAddress(text) else {
-                return .failure(
-                    problem(service, field: "spec.externalIPs[\(index)]", "\"\(text)\" is not an IP address", reason: "InvalidAddress"))
-            }
-            if let reason = address.unusableAsVirtualAddress {
-                return .failure(
-                    problem(service, field: "spec.externalIPs[\(index)]", "\(text) is \(reason): not a virtual address", reason: "UnusableAddress"))
+                return .failure(problem(service, field: field, "\(text) is \(reason): not a virtual address", reason: "UnusableAddress"))
             }
             if !virtualAddresses.contains(address) { virtualAddresses.append(address) }
         }
