@@ -31,12 +31,13 @@ public struct LinuxNodePlumbing: NodePlumbing {
         var settings = SysctlSetting.ipvsRequired
         if ipv6 { settings.append(SysctlSetting.ipv6Forwarding) }
         var lines: [String] = []
-        if (try? sysctls.read(SysctlSetting.bridgeNetfilter[0].name)) != nil {
+        if bridgedTrafficPassesNetfilter {
             settings += SysctlSetting.bridgeNetfilter
-        } else {
+        } else if !masqueradeAll {
             lines.append(
-                "br_netfilter is not loaded: a client on the same bridge as the backend it is given gets no answer "
-                    + "(load br_netfilter, as Kubernetes nodes do, or run with --masquerade-all)")
+                "br_netfilter is not loaded: bridged replies bypass IPVS, so connections from a service's endpoints "
+                    + "are masqueraded (their backend sees this node's address); load br_netfilter, as Kubernetes "
+                    + "nodes do, to keep the client's address")
         }
         for setting in settings {
             do {
@@ -46,6 +47,12 @@ public struct LinuxNodePlumbing: NodePlumbing {
             }
         }
         return lines
+    }
+
+    /// Whether br_netfilter is loaded (its sysctls exist; `prepare` turns them on): bridged traffic
+    /// then passes netfilter, where IPVS's connection tracking de-NATs replies between neighbours.
+    var bridgedTrafficPassesNetfilter: Bool {
+        (try? sysctls.read(SysctlSetting.bridgeNetfilter[0].name)) != nil
     }
 
     public func boundAddresses() throws(NodeNetworkError) -> Set<IPAddress> {
@@ -69,7 +76,8 @@ public struct LinuxNodePlumbing: NodePlumbing {
         if !masqueradeAll {
             for family in families.sorted() { try hairpin.sync(endpoints: endpoints, family: family, rewrite: rewrite) }
         }
-        try masquerade.apply(masqueradeAll: masqueradeAll, families: families)
+        try masquerade.apply(
+            masqueradeAll: masqueradeAll, endpointClients: !bridgedTrafficPassesNetfilter, families: families)
     }
 
     /// One `ipset -exist restore` call. The first IPv6 endpoint waits for the next full sync to get

@@ -22,6 +22,13 @@ import IPVS
 ///    instead of the virtual address, and the client (itself) would drop that reply.
 ///    Masquerading makes the source this node, so the reply comes back through IPVS. The chain
 ///    does not change with the endpoints: a change of endpoints is one set update.
+/// 2b. **Endpoints as clients, where bridged traffic bypasses netfilter** (`endpointClients`: no
+///    br_netfilter, as on a lab box or VM host with backends on a bridge): an endpoint that calls
+///    a Service and is given a neighbour on its own bridge gets the neighbour's answer straight
+///    over the bridge, from the neighbour's address, never de-NATed: the connection fails. So every
+///    IPVS-NAT connection whose source is an endpoint is masqueraded (the same set, matched as
+///    `src,src`: its entries are endpoint-to-itself pairs). With br_netfilter the bridge hands those
+///    replies to conntrack, which de-NATs them, and the client's address is kept (2. only).
 /// 3. **Everything, with `masqueradeAll`**: clients off the node (an external client sending to
 ///    a node, a router spreading a virtual address over nodes) whose endpoint is on another
 ///    host: its reply goes straight to the client, bypassing this node. The price is that the
@@ -77,10 +84,11 @@ public struct MasqueradeRules: Sendable {
     /// The matches that select IPVS-NAT packets in their original direction. Tests of the
     /// transaction logic on a kernel without IPVS replace them (internal).
     var ipvsNATMatch: [String] = ["-m", "ipvs", "--vdir", "ORIGINAL", "--vmethod", "MASQ"]
-    /// The match of a hairpin connection (source and destination one endpoint), per family. Tests
-    /// on a kernel without ipset replace it (internal).
-    var hairpinMatch: @Sendable (IPAddress.Family) -> [String] = { family in
-        ["-m", "set", "--match-set", HairpinSet.name(family), "src,dst"]
+    /// The match of a hairpin connection (source and destination one endpoint), or with
+    /// `sourceOnly` of any connection from an endpoint, per family. Tests on a kernel without ipset
+    /// replace it (internal).
+    var hairpinMatch: @Sendable (_ family: IPAddress.Family, _ sourceOnly: Bool) -> [String] = { family, sourceOnly in
+        ["-m", "set", "--match-set", HairpinSet.name(family), sourceOnly ? "src,src" : "src,dst"]
     }
 
     public let runner: any CommandRunner
@@ -95,14 +103,17 @@ public struct MasqueradeRules: Sendable {
     /// the chain or the jump are not as they should be. Returns whether anything was written. The
     /// hairpin rule refers to the family's `HairpinSet`, which must exist first.
     @discardableResult
-    public func apply(masqueradeAll: Bool, families: Set<IPAddress.Family> = [.inet, .inet6]) throws(NodeNetworkError) -> Bool {
+    public func apply(
+        masqueradeAll: Bool, endpointClients: Bool = false, families: Set<IPAddress.Family> = [.inet, .inet6]
+    ) throws(NodeNetworkError) -> Bool {
         var wrote = false
         for family in families.sorted() {
             let existing = try listNAT(family)
             let jumps = Self.jumpRules(in: existing)
-            let wanted = chainRules(family: family, masqueradeAll: masqueradeAll).map { "-A \(Self.chain) \($0)" }
+            let rules = chainRules(family: family, masqueradeAll: masqueradeAll, endpointClients: endpointClients)
+            let wanted = rules.map { "-A \(Self.chain) \($0)" }
             if jumps.count == 1, Self.chainExists(in: existing), Self.rules(ofChainIn: existing) == wanted { continue }
-            try restore(family, render(family: family, masqueradeAll: masqueradeAll, existingJumps: jumps))
+            try restore(family, render(rules, existingJumps: jumps))
             wrote = true
         }
         return wrote
@@ -121,23 +132,26 @@ public struct MasqueradeRules: Sendable {
     }
 
     /// The chain's rules, in order, as `iptables-save` prints them (without the `-A CHAIN`).
-    public func chainRules(family: IPAddress.Family, masqueradeAll: Bool) -> [String] {
+    public func chainRules(family: IPAddress.Family, masqueradeAll: Bool, endpointClients: Bool = false) -> [String] {
         let match = ipvsNATMatch.joined(separator: " ")
         if masqueradeAll {
             return ["-m comment --comment \"all IPVS-NAT traffic (masquerade-all)\" \(match) -j MASQUERADE"]
         }
+        let endpoints = hairpinMatch(family, endpointClients).joined(separator: " ")
         return [
             "-m comment --comment \"clients on this node\" -m addrtype --src-type LOCAL \(match) -j MASQUERADE",
-            "-m comment --comment hairpin \(hairpinMatch(family).joined(separator: " ")) \(match) -j MASQUERADE",
+            endpointClients
+                ? "-m comment --comment \"endpoint clients without br_netfilter\" \(endpoints) \(match) -j MASQUERADE"
+                : "-m comment --comment hairpin \(endpoints) \(match) -j MASQUERADE",
         ]
     }
 
-    /// The `iptables-restore --noflush` input that makes the chain hold exactly `chainRules` and
-    /// leaves exactly one jump to it: `existingJumps` are the jump rules there now, as
-    /// `iptables -S` prints them.
-    public func render(family: IPAddress.Family, masqueradeAll: Bool, existingJumps: [String]) -> String {
+    /// The `iptables-restore --noflush` input that makes the chain hold exactly `rules` (from
+    /// `chainRules`) and leaves exactly one jump to it: `existingJumps` are the jump rules there
+    /// now, as `iptables -S` prints them.
+    public func render(_ rules: [String], existingJumps: [String]) -> String {
         var lines = ["*nat", ":\(Self.chain) - [0:0]"]
-        lines += chainRules(family: family, masqueradeAll: masqueradeAll).map { "-A \(Self.chain) \($0)" }
+        lines += rules.map { "-A \(Self.chain) \($0)" }
         if existingJumps.isEmpty {
             lines.append("-I POSTROUTING 1 -m comment --comment \"\(Self.jumpComment)\" -j \(Self.chain)")
         } else {

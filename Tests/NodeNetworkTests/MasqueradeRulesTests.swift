@@ -93,6 +93,18 @@ final class RecordingRunner: CommandRunner {
         #expect(rules == ["-m comment --comment \"all IPVS-NAT traffic (masquerade-all)\" \(Self.ipvs) -j MASQUERADE"])
     }
 
+    @Test("without br_netfilter, every IPVS-NAT connection from an endpoint is masqueraded, not only hairpin")
+    func endpointClientsWithoutBridgeNetfilter() throws {
+        let runner = RecordingRunner()
+        try MasqueradeRules(runner: runner).apply(masqueradeAll: false, endpointClients: true, families: [.inet])
+        #expect(runner.calls.map(\.executable) == ["iptables", "iptables-restore"])
+        let rules = runner.calls[1].input.split(separator: "\n").filter { $0.hasPrefix("-A CANARY-POSTROUTING") }
+        #expect(rules == [
+            "-A CANARY-POSTROUTING -m comment --comment \"clients on this node\" -m addrtype --src-type LOCAL \(Self.ipvs) -j MASQUERADE",
+            "-A CANARY-POSTROUTING -m comment --comment \"endpoint clients without br_netfilter\" -m set --match-set CANARY-HAIRPIN src,src \(Self.ipvs) -j MASQUERADE",
+        ])
+    }
+
     @Test func onlyTheAskedFamiliesAreProgrammed() throws {
         let runner = RecordingRunner()
         try MasqueradeRules(runner: runner).apply(masqueradeAll: false, families: [.inet6])
@@ -175,9 +187,9 @@ final class RecordingRunner: CommandRunner {
             try shell(iptables + "-restore", "-w", "--noflush", input: "*nat\n\(foreign)\nCOMMIT\n")
             let family: IPAddress.Family = iptables == "iptables" ? .inet : .inet6
 
-            func check(masqueradeAll: Bool) throws {
+            func check(masqueradeAll: Bool, endpointClients: Bool = false) throws {
                 let saved = try natRules(save)
-                let expected = rules.chainRules(family: family, masqueradeAll: masqueradeAll)
+                let expected = rules.chainRules(family: family, masqueradeAll: masqueradeAll, endpointClients: endpointClients)
                 #expect(saved.filter { $0.hasPrefix("-A CANARY-POSTROUTING ") } == expected.map { "-A CANARY-POSTROUTING \($0)" })
                 let jumps = saved.filter { $0.hasPrefix("-A POSTROUTING") && $0.hasSuffix("-j CANARY-POSTROUTING") }
                 #expect(jumps == ["-A POSTROUTING -m comment --comment \"\(MasqueradeRules.jumpComment)\" -j CANARY-POSTROUTING"])
@@ -196,6 +208,10 @@ final class RecordingRunner: CommandRunner {
             try shell(iptables, "-w", "-t", "nat", "-F", MasqueradeRules.chain)
             #expect(try rules.apply(masqueradeAll: false, families: [family]))
             try check(masqueradeAll: false)
+            // Without br_netfilter: every connection from an endpoint, as iptables lists it.
+            #expect(try rules.apply(masqueradeAll: false, endpointClients: true, families: [family]))
+            try check(masqueradeAll: false, endpointClients: true)
+            #expect(try rules.apply(masqueradeAll: false, endpointClients: true, families: [family]) == false)
             #expect(try rules.apply(masqueradeAll: true, families: [family]))
             try check(masqueradeAll: true)
 
@@ -214,7 +230,7 @@ final class RecordingRunner: CommandRunner {
         try NetworkNamespace.run {
             var rules = MasqueradeRules()
             rules.ipvsNATMatch = ["-m", "mark", "--mark", "0x4000/0x4000"]
-            rules.hairpinMatch = { _ in ["-m", "mark", "--mark", "0x8000/0x8000"] }
+            rules.hairpinMatch = { _, sourceOnly in ["-m", "mark", "--mark", sourceOnly ? "0x2000/0x2000" : "0x8000/0x8000"] }
             try Self.exercise(rules)
         }
     }

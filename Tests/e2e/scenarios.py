@@ -814,6 +814,29 @@ def node_and_hairpin(b: Bench, r: Record) -> None:
             all(result["by_pod"].get(p.name, 0) > 0 for p in v1[1:3] + v2[:1]), f"by pod: {result['by_pod']}")
 
 
+@scenario(11, "no-br-netfilter", "A backend calling its own Service on a host without br_netfilter (a lab box, a VM host)")
+def no_bridge_netfilter(b: Bench, r: Record) -> None:
+    # Bridged traffic bypasses netfilter here: a backend given a neighbour on its own bridge would get
+    # the neighbour's answer straight over the bridge, never de-NATed. The agent must masquerade
+    # connections from endpoints then (and says so once).
+    bench.sh("rmmod", "br_netfilter", check=False)
+    unloaded = not os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    r.check("br_netfilter is not loaded for this scenario", unloaded)
+    v1, v2 = b.net.by_version("v1"), b.net.by_version("v2")
+    stable, canary = endpoints(v1[:3]), endpoints(v2[:1])
+    agent, _ = b.static_agent("no-br-netfilter", static_config(
+        [{"name": "web", "address": "10.96.0.110", "stable": stable, "canary": canary, "canary_weight": 25}]))
+    agent.start()
+    effective = wait_converged(agent, "web", "TCP 10.96.0.110:80", 0.25, set(canary), "wrr")
+    caller = v1[0]
+    result = bench.burst("10.96.0.110:80", CONNECTIONS, sources="", netns=caller.namespace)
+    r.measure(f"from {caller.name}, a backend of the Service, without br_netfilter", result, "v2", 0.25, effective, "wrr")
+    r.check(f"{caller.name} reached every backend through the Service, its neighbours included",
+            all(result["by_pod"].get(p.name, 0) > 0 for p in v1[:3] + v2[:1]), f"by pod: {result['by_pod']}")
+    r.check("the agent said once why it masquerades endpoints' connections",
+            agent.log_text().count("br_netfilter is not loaded") == 1)
+
+
 # ------------------------------------------------------------------------------------ main
 
 
