@@ -93,6 +93,11 @@ extension YamlError {
     }
 }
 
+private func hex4(_ value: UInt32) -> String {
+    let digits = String(value, radix: 16, uppercase: true)
+    return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+}
+
 /// Walks the YAML nodes, keeping each field's path and line for the error it may raise.
 private struct ConfigurationReader {
     let file: String
@@ -136,15 +141,23 @@ private struct ConfigurationReader {
         let fields = try mapping(
             node, path,
             allowed: Self.serviceFields)
-        let name = try string(required(fields, "name", node, path), "\(path).name")
+        let nameNode = try required(fields, "name", node, path)
+        let name = try string(nameNode, "\(path).name")
+        // The name is a label of /metrics and a word of the logs: a CR, LF or NUL in it forges lines.
+        if let control = name.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            throw error(
+                at: nameNode, "\(path).name",
+                "'\(excerpt(name))' contains a control character (U+\(hex4(control.value))): a name is printable text only")
+        }
         let addressNode = try required(fields, "address", node, path)
         guard let address = IPAddress(try string(addressNode, "\(path).address")) else {
             throw error(at: addressNode, "\(path).address", "'\(excerpt(addressNode.string ?? ""))' is not an IPv4 or IPv6 address")
         }
-        let portNode = try required(fields, "port", node, path)
-        guard let portValue = portNode.int, (1...65_535).contains(portValue) else {
-            throw error(at: portNode, "\(path).port", "'\(excerpt(portNode.string ?? ""))' is not a port (1-65535)")
+        if let reason = address.unusableAsVirtualAddress {
+            throw error(at: addressNode, "\(path).address", "\(address) is \(reason): it cannot be a virtual address")
         }
+        let portNode = try required(fields, "port", node, path)
+        let portValue = try integer(portNode, "\(path).port", 1...65_535, what: "port") { text in "'\(text)' is not a port (1-65535)" }
         var proto = IPProtocol.tcp
         if let protocolNode = fields["protocol"] {
             switch try string(protocolNode, "\(path).protocol").lowercased() {
@@ -159,12 +172,12 @@ private struct ConfigurationReader {
         } ?? defaultScheduler
         var persistence: Persistence?
         if let timeoutNode = fields["persistence-timeout"] {
-            guard let seconds = timeoutNode.int, (1...2_678_400).contains(seconds) else {
-                throw error(at: timeoutNode, "\(path).persistence-timeout", "'\(excerpt(timeoutNode.string ?? ""))' is not a number of seconds (1-2678400)")
+            let seconds = try integer(timeoutNode, "\(path).persistence-timeout", 1...2_678_400, what: "timeout in seconds") { text in
+                "'\(text)' is not a number of seconds (1-2678400)"
             }
             persistence = Persistence(timeout: UInt32(seconds))
         }
-        let stable = try endpoints(required(fields, "stable", node, path), "\(path).stable", family: address.family)
+        let stable = try endpoints(required(fields, "stable", node, path), "\(path).stable", family: address.family, virtualAddress: address)
         var canary: [Endpoint] = []
         var share = CanaryShare.zero
         if let canaryNode = fields["canary"] {
@@ -175,7 +188,7 @@ private struct ConfigurationReader {
                 throw error(at: weightNode, "\(path).canary.weight", "'\(excerpt(weightText))' is not a percentage from 0 to 100 with at most two decimals")
             }
             share = parsed
-            canary = try endpoints(required(canaryFields, "endpoints", canaryNode, "\(path).canary"), "\(path).canary.endpoints", family: address.family)
+            canary = try endpoints(required(canaryFields, "endpoints", canaryNode, "\(path).canary"), "\(path).canary.endpoints", family: address.family, virtualAddress: address)
         }
         let stableAddresses = Set(stable.map(\.address))
         if let both = canary.first(where: { stableAddresses.contains($0.address) }) {
@@ -186,7 +199,9 @@ private struct ConfigurationReader {
             persistence: persistence, stable: stable, canary: canary, canaryShare: share)
     }
 
-    func endpoints(_ node: Node, _ path: String, family: IPAddress.Family) throws(StaticConfigurationError) -> [Endpoint] {
+    func endpoints(
+        _ node: Node, _ path: String, family: IPAddress.Family, virtualAddress: IPAddress
+    ) throws(StaticConfigurationError) -> [Endpoint] {
         guard case .sequence(let list) = node else { throw error(at: node, path, "must be a list of ADDRESS:PORT") }
         var seen: Set<SocketAddress> = []
         var result: [Endpoint] = []
@@ -198,6 +213,10 @@ private struct ConfigurationReader {
             }
             guard address.address.family == family else {
                 throw error(at: item, "\(path)[\(index)]", "\(address) is \(address.address.family) but the service address is \(family): IPVS NAT cannot cross address families")
+            }
+            // On the virtual address itself (any port), the service would forward its traffic into itself.
+            guard address.address != virtualAddress else {
+                throw error(at: item, "\(path)[\(index)]", "\(address) is on the service's own address \(virtualAddress): an endpoint must be another address")
             }
             guard address.port != 0 else { throw error(at: item, "\(path)[\(index)]", "port 0 is not a port") }
             guard seen.insert(address).inserted else { throw error(at: item, "\(path)[\(index)]", "\(address) is listed twice") }
@@ -235,6 +254,34 @@ private struct ConfigurationReader {
     func required(_ fields: [String: Node], _ key: String, _ parent: Node, _ path: String) throws(StaticConfigurationError) -> Node {
         guard let node = fields[key] else { throw error(at: parent, path.isEmpty ? key : "\(path).\(key)", "missing") }
         return node
+    }
+
+    /// An integer field: a plain (unquoted) scalar of decimal digits, no leading zero, in `range`.
+    /// Everything else is refused, not converted: YAML 1.1 would read `1:20` (base 60), `0x50`,
+    /// `0o120`, `0120`, `8_0` and `+80` all as 80, which is not what a reader of the file sees.
+    func integer(
+        _ node: Node, _ path: @autoclosure () -> String, _ range: ClosedRange<Int>, what: String,
+        outOfRange: (String) -> String
+    ) throws(StaticConfigurationError) -> Int {
+        guard case .scalar(let scalar) = node else { throw error(at: node, path(), "must be a single value") }
+        let text = scalar.string
+        switch scalar.style {
+        case .plain, .any: break
+        case .singleQuoted, .doubleQuoted:
+            throw error(at: node, path(), "'\(excerpt(text))' is quoted: write the \(what) as a number without quotes")
+        case .literal, .folded:
+            throw error(at: node, path(), "'\(excerpt(text))' is a block scalar: write the \(what) as a number after its key")
+        }
+        let utf8 = text.utf8
+        guard !utf8.isEmpty, utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+            utf8.count == 1 || utf8.first != UInt8(ascii: "0")
+        else {
+            throw error(
+                at: node, path(),
+                "'\(excerpt(text))' is not a \(what): write it in decimal digits only (no sign, prefix, leading zero, '_' or ':'), \(range.lowerBound)-\(range.upperBound)")
+        }
+        guard let value = Int(text), range.contains(value) else { throw error(at: node, path(), outOfRange(excerpt(text))) }
+        return value
     }
 
     /// The field paths below are built only when there is an error to report (`@autoclosure`): a
