@@ -126,7 +126,10 @@ public struct SocketAddress: Hashable, Sendable, Comparable, CustomStringConvert
             hostPart = text[..<colon]
             portPart = text[text.index(after: colon)...]
         }
-        guard let address = IPAddress(String(hostPart)), let port = UInt16(portPart) else { return nil }
+        // Digits only: `UInt16` alone would take "+80".
+        guard !portPart.isEmpty, portPart.utf8.count <= 5, portPart.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+            let address = IPAddress(String(hostPart)), let port = UInt16(portPart)
+        else { return nil }
         self.init(address: address, port: port)
     }
 

@@ -51,3 +51,19 @@ struct VirtualAddressTests {
         #expect(address.unusableAsVirtualAddress == nil, "\(text)")
     }
 }
+
+@Suite("socket address text")
+struct SocketAddressTests {
+    @Test(
+        "a port is decimal digits only",
+        arguments: ["10.0.0.1:+80", "10.0.0.1:-80", "10.0.0.1: 80", "10.0.0.1:0x50", "10.0.0.1:8_0", "10.0.0.1:", "10.0.0.1:65536",
+                    "10.0.0.1:000080", "[fd00::1]:+80", "10.0.0.1\u{0}:80", "10.0.0.1:80\u{0}"])
+    func refused(_ text: String) {
+        #expect(SocketAddress(text) == nil, "\(text.debugDescription)")
+    }
+
+    @Test("addresses and ports are read exactly", arguments: [("10.0.0.1:80", "10.0.0.1:80"), ("[fd00::1]:8080", "[fd00::1]:8080"), ("10.0.0.1:65535", "10.0.0.1:65535")])
+    func accepted(_ text: String, _ printed: String) {
+        #expect(SocketAddress(text)?.description == printed)
+    }
+}
