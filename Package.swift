@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "IPVS", targets: ["IPVS"]),
         .library(name: "IPVSNetlink", targets: ["IPVSNetlink"]),
         .library(name: "CanaryCore", targets: ["CanaryCore"]),
+        .library(name: "StaticConfig", targets: ["StaticConfig"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

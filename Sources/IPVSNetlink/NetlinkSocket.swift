@@ -84,29 +84,37 @@ final class GenericNetlinkSocket {
             let length = Int(ackLengths[slot])
             guard length >= 0 else { throw .malformedMessage("a datagram larger than \(slotSize) bytes among acks") }
             let start = slot * slotSize
-            let datagram = ackBuffer[start..<(start + length)]
-            var offset = datagram.startIndex
-            while datagram.endIndex - offset >= NetlinkMessage.headerLength {
-                let messageLength = Int(readUInt32(datagram, at: offset))
-                guard messageLength >= NetlinkMessage.headerLength, messageLength <= datagram.endIndex - offset else {
-                    throw .malformedMessage("message length \(messageLength) with \(datagram.endIndex - offset) bytes left")
-                }
-                let type = readUInt16(datagram, at: offset + 4)
-                let port = readUInt32(datagram, at: offset + 12)
-                if Int32(type) == NLMSG_ERROR, port == portID || port == 0 {
-                    guard messageLength >= NetlinkMessage.headerLength + 4 else {
-                        throw .malformedMessage("error message of \(messageLength) bytes")
-                    }
-                    let sequence = readUInt32(datagram, at: offset + 8)
-                    if readUInt32(datagram, at: offset + NetlinkMessage.headerLength) == 0 {
-                        try handle(sequence, nil)
-                    } else {
-                        let message = try NetlinkMessage.split(datagram[offset..<(offset + messageLength)])[0]
-                        try handle(sequence, try NetlinkAcknowledgement(message))
-                    }
-                }
-                offset += align4(messageLength)
+            try Self.acknowledgements(in: ackBuffer[start..<(start + length)], portID: portID, handle)
+        }
+    }
+
+    /// The NLMSG_ERROR messages of one datagram addressed to `portID` (or the kernel's 0), parsed in
+    /// place: `handle` gets each one's sequence, with nil for a success (no copy, no allocation) and
+    /// the parsed error otherwise. Every length is checked against the datagram first.
+    static func acknowledgements(
+        in datagram: ArraySlice<UInt8>, portID: UInt32, _ handle: (UInt32, NetlinkAcknowledgement?) throws(IPVSError) -> Void
+    ) throws(IPVSError) {
+        var offset = datagram.startIndex
+        while datagram.endIndex - offset >= NetlinkMessage.headerLength {
+            let messageLength = Int(readUInt32(datagram, at: offset))
+            guard messageLength >= NetlinkMessage.headerLength, messageLength <= datagram.endIndex - offset else {
+                throw .malformedMessage("message length \(messageLength) with \(datagram.endIndex - offset) bytes left")
             }
+            let type = readUInt16(datagram, at: offset + 4)
+            let port = readUInt32(datagram, at: offset + 12)
+            if Int32(type) == NLMSG_ERROR, port == portID || port == 0 {
+                guard messageLength >= NetlinkMessage.headerLength + 4 else {
+                    throw .malformedMessage("error message of \(messageLength) bytes")
+                }
+                let sequence = readUInt32(datagram, at: offset + 8)
+                if readUInt32(datagram, at: offset + NetlinkMessage.headerLength) == 0 {
+                    try handle(sequence, nil)
+                } else {
+                    let message = try NetlinkMessage.split(datagram[offset..<(offset + messageLength)])[0]
+                    try handle(sequence, try NetlinkAcknowledgement(message))
+                }
+            }
+            offset += align4(messageLength)
         }
     }
 

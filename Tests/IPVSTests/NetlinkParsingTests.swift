@@ -192,3 +192,53 @@ struct NoIPVSTests {
                 == "IPVS is not available in this kernel: load the ip_vs module or use a kernel built with CONFIG_IP_VS")
     }
 }
+
+/// The in-place ack loop (`GenericNetlinkSocket.acknowledgements`) on good and bad datagrams: every length
+/// is checked before a read; only messages for this socket (or the kernel's port 0) are handed on.
+@Suite("Netlink acks parsed in place")
+struct AcknowledgementParsingTests {
+    static let port: UInt32 = 4242
+
+    static func parse(_ datagram: [UInt8]) throws(IPVSError) -> [(UInt32, Int32?)] {
+        var seen: [(UInt32, Int32?)] = []
+        try GenericNetlinkSocket.acknowledgements(in: datagram[...], portID: port) { sequence, failure in
+            seen.append((sequence, failure?.errorCode))
+        }
+        return seen
+    }
+
+    static func ack(sequence: UInt32, error: Int32 = 0, port: UInt32 = port) -> [UInt8] {
+        // NLMSG_ERROR (2): the errno (negative) and the request's header (16 bytes, NETLINK_CAP_ACK).
+        Bytes.message(type: 2, sequence: sequence, portID: port, Bytes.u32(UInt32(bitPattern: -error)) + [UInt8](repeating: 0, count: 16))
+    }
+
+    @Test("successes and errors in one datagram, each with its sequence; another socket's acks skipped")
+    func goodDatagram() throws {
+        let datagram = Self.ack(sequence: 7) + Self.ack(sequence: 8, error: 17) + Self.ack(sequence: 9, port: 99) + Self.ack(sequence: 10, port: 0)
+        let seen = try Self.parse(datagram)
+        #expect(seen.map(\.0) == [7, 8, 10])
+        #expect(seen.map(\.1) == [nil, 17, nil])
+    }
+
+    @Test(
+        "a datagram that lies about its lengths is refused, never read past its end",
+        arguments: [
+            // Length larger than the datagram.
+            Bytes.u32(200) + Bytes.u16(2) + Bytes.u16(0) + Bytes.u32(1) + Bytes.u32(4242) + Bytes.u32(0),
+            // Length smaller than a header.
+            Bytes.u32(8) + Bytes.u16(2) + Bytes.u16(0) + Bytes.u32(1) + Bytes.u32(4242) + Bytes.u32(0),
+            // An error message with no room for its errno.
+            Bytes.u32(16) + Bytes.u16(2) + Bytes.u16(0) + Bytes.u32(1) + Bytes.u32(4242),
+            // A good ack, then a second message cut short.
+            AcknowledgementParsingTests.ack(sequence: 1) + Bytes.u32(64) + Bytes.u16(2) + Bytes.u16(0) + Bytes.u32(2) + Bytes.u32(4242),
+        ])
+    func lyingLengths(_ datagram: [UInt8]) {
+        #expect(throws: IPVSError.self) { _ = try Self.parse(datagram) }
+    }
+
+    @Test("trailing bytes shorter than a header are ignored, as the kernel pads")
+    func shortTail() throws {
+        #expect(try Self.parse(Self.ack(sequence: 3) + [0, 0, 0]).map(\.0) == [3])
+        #expect(try Self.parse([]).isEmpty)
+    }
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing (libFuzzer) of the agent's boundaries: netlink replies (split, the in-place
+# ack loop, IPVS decoding) and the static YAML file. Each target runs for SECONDS (default 60) from
+# its seed corpus (Tests/fuzz/corpus/TARGET, committed) plus every input that ever failed
+# (Tests/fuzz/regressions/TARGET, committed: replayed first, so a fixed bug stays fixed).
+# A crash, a trap, an input slower than 1 s or more than 2 GB of memory fails the run; the input is
+# copied to Tests/fuzz/regressions/TARGET for a human to commit with the fix.
+#
+#   bash Tests/fuzz/run.sh [SECONDS]          # CI: 30 s per target; the long run: 600
+#   CANARY_FUZZ_REPORT=FILE bash Tests/fuzz/run.sh 600   # also writes the figures (markdown)
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$here"
+seconds=${1:-60}
+scratch=${CANARY_FUZZ_SCRATCH:-$here/.build-fuzz}
+report=${CANARY_FUZZ_REPORT:-}
+
+say() { printf 'fuzz: %s\n' "$*"; }
+
+say "building with -sanitize=fuzzer (scratch $scratch)"
+swift build --scratch-path "$scratch" -c release -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing -Xswiftc -use-ld=lld >/dev/null
+bin=$(swift build --scratch-path "$scratch" -c release -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing -Xswiftc -use-ld=lld --show-bin-path)
+
+status=0
+rows=()
+for target in netlink static-yaml; do
+    case $target in
+        netlink) binary=$bin/FuzzNetlink ;;
+        static-yaml) binary=$bin/FuzzStaticYAML ;;
+    esac
+    corpus=$(mktemp -d)
+    regressions=$here/regressions/$target
+    mkdir -p "$regressions"
+    cp "$here/corpus/$target"/* "$corpus"/ 2>/dev/null || true
+    # Every earlier failure first: replayed one by one, each must now pass.
+    shopt -s nullglob
+    for input in "$regressions"/*; do
+        if ! "$binary" -timeout=1 -rss_limit_mb=2048 "$input" >/dev/null 2>&1; then
+            say "FAILED: $target regression $(basename "$input") fails again"
+            status=1
+        fi
+    done
+    shopt -u nullglob
+    artifacts=$(mktemp -d)
+    log=$(mktemp)
+    started=$(date +%s)
+    if "$binary" -max_total_time="$seconds" -timeout=1 -rss_limit_mb=2048 -max_len=65536 \
+        -artifact_prefix="$artifacts/" -print_final_stats=1 "$corpus" >"$log" 2>&1; then
+        result=ok
+    else
+        result=FAILED
+        status=1
+        for artifact in "$artifacts"/*; do
+            [ -e "$artifact" ] || continue
+            cp "$artifact" "$regressions/"
+            say "$target: kept $(basename "$artifact") in regressions/$target (commit it with the fix)"
+        done
+        tail -n 40 "$log" >&2
+    fi
+    runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo "?")
+    coverage=$(grep -oE 'cov: [0-9]+' "$log" | tail -n 1 | grep -oE '[0-9]+' || echo "?")
+    elapsed=$(( $(date +%s) - started ))
+    say "$target: $result, $runs inputs in ${elapsed}s, coverage $coverage edges, corpus $(ls "$corpus" | wc -l) inputs"
+    rows+=("| $target | $seconds | $runs | $coverage | $(ls "$corpus" | wc -l) | $([ "$result" = ok ] && echo 0 || echo "≥1") |")
+    rm -rf "$corpus" "$artifacts" "$log"
+done
+
+if [ -n "$report" ]; then
+    {
+        echo "# Fuzzing: the agent's boundaries"
+        echo
+        echo "Command: \`CANARY_FUZZ_REPORT=$report bash Tests/fuzz/run.sh $seconds\` on $(date -u +%Y-%m-%d), $(uname -m), debug build with -sanitize=fuzzer (libFuzzer; Swift's own bounds and overflow checks trap on any out-of-bounds read). Per input: at most 1 s and 2 GB."
+        echo
+        echo "| target | seconds | inputs tried | coverage (edges) | corpus at end | crashes, hangs, blow-ups |"
+        echo "|---|---|---|---|---|---|"
+        printf '%s\n' "${rows[@]}"
+    } >"$report"
+    say "report: $report"
+fi
+exit $status
