@@ -201,7 +201,12 @@ public struct Informer<Object: KubernetesObject>: Sendable {
                 }
             } catch {
                 var isWatchError = false
-                if case .watchError = error { isWatchError = true }
+                switch error {
+                // An ERROR event; an event over the size cap (watching again from the same version would
+                // meet it again; a list gets past it); a consumer that fell behind: list again.
+                case .watchError, .eventTooLarge, .watchBacklog: isWatchError = true
+                default: break
+                }
                 if case .cancelled = error {
                     return
                 } else if isWatchError || error.isGone {

@@ -18,10 +18,19 @@ public final class KubernetesClient: Sendable {
         /// A list page or a create whose body stays silent this long after its head (a half-open connection)
         /// is given up with ``KubernetesError/readIdle(request:seconds:)``. Watches have their own idle timeout.
         public var readIdleTimeout: Duration = .seconds(30)
-        /// The largest watch event (one line) accepted.
-        public var maximumEventSize: Int = 64 << 20
-        /// The largest list page or response body accepted.
-        public var maximumBodySize: Int = 256 << 20
+        /// The largest watch event (one line) accepted; a longer one fails the watch with
+        /// ``KubernetesError/eventTooLarge(request:limit:)`` as soon as the framer holds that many bytes
+        /// (it never buffers the rest). 4 MiB: etcd refuses objects over 1.5 MiB, and a Service or
+        /// EndpointSlice is far smaller; several of these fit the DaemonSet's 256 Mi memory limit
+        /// (the buffered bytes, the decoded copy and the cache).
+        public var maximumEventSize: Int = 4 << 20
+        /// The largest list page or response body accepted; a larger one fails with
+        /// ``KubernetesError/responseTooLarge(request:limit:)``. 32 MiB: pages are `limit=500`, so this is
+        /// over 64 KiB an object, and the page plus its decoded copy stays well inside 256 Mi.
+        public var maximumBodySize: Int = 32 << 20
+        /// How many decoded watch events may wait for a consumer that has fallen behind; one more fails
+        /// the watch with ``KubernetesError/watchBacklog(request:limit:)`` (see ``WatchStream``).
+        public var maximumBufferedEvents: Int = 256
         /// The User-Agent header.
         public var userAgent: String = "canary-agent"
         public init() {}
@@ -167,7 +176,7 @@ public final class KubernetesClient: Sendable {
         let response = try await send(method: .get, path: path, query: query, body: nil, request: request)
         return WatchStream(
             body: response.body, request: request, maximumEventSize: options.maximumEventSize,
-            idleTimeout: idleTimeout)
+            maximumBufferedEvents: options.maximumBufferedEvents, idleTimeout: idleTimeout)
     }
 
     // MARK: Create
@@ -247,7 +256,7 @@ public final class KubernetesClient: Sendable {
                     for try await chunk in body {
                         activity.touch()
                         guard collected.readableBytes + chunk.readableBytes <= limit else {
-                            throw KubernetesError.transport(request: request, reason: "the answer is larger than \(limit) bytes")
+                            throw KubernetesError.responseTooLarge(request: request, limit: limit)
                         }
                         collected.writeImmutableBuffer(chunk)
                     }

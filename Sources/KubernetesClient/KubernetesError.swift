@@ -18,6 +18,11 @@ public enum KubernetesError: Error, Sendable, Equatable, CustomStringConvertible
     case decoding(request: String, reason: String)
     /// A watch event (one line of the stream) grew beyond the allowed size without ending.
     case eventTooLarge(request: String, limit: Int)
+    /// A list page or other answer is larger than the allowed size (``KubernetesClient/Options/maximumBodySize``);
+    /// it was given up without reading the rest.
+    case responseTooLarge(request: String, limit: Int)
+    /// The consumer of a watch fell more than `limit` events behind the server; the watch was given up.
+    case watchBacklog(request: String, limit: Int)
     /// A watch stream reported an ERROR event with this Status.
     case watchError(request: String, status: Status)
     /// A watch stayed silent longer than allowed and was given up.
@@ -72,6 +77,10 @@ public enum KubernetesError: Error, Sendable, Equatable, CustomStringConvertible
             "\(request): cannot decode the answer: \(reason)"
         case .eventTooLarge(let request, let limit):
             "\(request): a watch event is larger than \(limit) bytes"
+        case .responseTooLarge(let request, let limit):
+            "\(request): the answer is larger than \(limit) bytes"
+        case .watchBacklog(let request, let limit):
+            "\(request): more than \(limit) watch events waiting for a consumer that fell behind, giving the watch up"
         case .watchError(let request, let status):
             "\(request): watch ERROR event: \(status.code.map { "\($0) " } ?? "")\(status.reason ?? "")"
                 + (status.message.map { ": \($0)" } ?? "")

@@ -14,7 +14,7 @@ public struct NewlineDelimitedFramer: Sendable {
         public init(limit: Int) { self.limit = limit }
     }
 
-    public init(maximumLineLength: Int = 64 << 20) {
+    public init(maximumLineLength: Int = 4 << 20) {
         self.maximumLineLength = maximumLineLength
     }
 

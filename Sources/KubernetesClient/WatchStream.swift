@@ -6,20 +6,33 @@ import NIOCore
 /// Iterating ends when the server closes the watch; it throws a ``KubernetesError`` when the connection
 /// drops, an event is malformed or too large, or the watch is silent for longer than its idle timeout.
 /// Dropping the iterator (or cancelling the task) closes the connection.
+///
+/// Memory is bounded twice: one event is at most `maximumEventSize` bytes, and at most
+/// `maximumBufferedEvents` decoded events wait between the body reader and the consumer. When the
+/// consumer falls further behind, the watch fails with ``KubernetesError/watchBacklog(request:limit:)``
+/// rather than silently blocking: the informer then re-lists (its backoff applies), which is how
+/// Kubernetes clients recover from a watch they could not keep up with, and a stuck consumer shows up
+/// as a logged error rather than as a growing RSS or a stalled connection the server eventually kills.
+/// Events are never dropped: a dropped event would leave the cache wrong without anyone knowing.
 public struct WatchStream<Object: Decodable & Sendable>: AsyncSequence, Sendable {
     public typealias Element = WatchEvent<Object>
     private let stream: AsyncThrowingStream<WatchEvent<Object>, any Error>
     public let request: String
 
-    init(body: HTTPClientResponse.Body, request: String, maximumEventSize: Int, idleTimeout: Duration?) {
+    init(
+        body: HTTPClientResponse.Body, request: String, maximumEventSize: Int, maximumBufferedEvents: Int = 256,
+        idleTimeout: Duration?
+    ) {
         self.request = request
-        let (stream, continuation) = AsyncThrowingStream<WatchEvent<Object>, any Error>.makeStream()
+        let backlog = Swift.max(1, maximumBufferedEvents)
+        let (stream, continuation) = AsyncThrowingStream<WatchEvent<Object>, any Error>.makeStream(
+            bufferingPolicy: .bufferingOldest(backlog))
         self.stream = stream
         let reader = Task {
             do {
                 try await Self.pump(
                     body: body, into: continuation, request: request, maximumEventSize: maximumEventSize,
-                    idleTimeout: idleTimeout)
+                    maximumBufferedEvents: backlog, idleTimeout: idleTimeout)
                 continuation.finish()
             } catch {
                 continuation.finish(throwing: KubernetesClient.transportError(error, request: request))
@@ -47,7 +60,7 @@ public struct WatchStream<Object: Decodable & Sendable>: AsyncSequence, Sendable
 
     private static func pump(
         body: HTTPClientResponse.Body, into continuation: AsyncThrowingStream<WatchEvent<Object>, any Error>.Continuation,
-        request: String, maximumEventSize: Int, idleTimeout: Duration?
+        request: String, maximumEventSize: Int, maximumBufferedEvents: Int, idleTimeout: Duration?
     ) async throws {
         let activity = ActivityClock()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -55,10 +68,14 @@ public struct WatchStream<Object: Decodable & Sendable>: AsyncSequence, Sendable
                 let decoder = JSONDecoder()
                 var framer = NewlineDelimitedFramer(maximumLineLength: maximumEventSize)
                 func emit(_ line: [UInt8]) throws {
+                    let event: WatchEvent<Object>
                     do {
-                        continuation.yield(try decoder.decode(WatchEvent<Object>.self, from: Data(line)))
+                        event = try decoder.decode(WatchEvent<Object>.self, from: Data(line))
                     } catch {
                         throw KubernetesError.decoding(request: request, reason: KubernetesClient.describe(error))
+                    }
+                    if case .dropped = continuation.yield(event) {
+                        throw KubernetesError.watchBacklog(request: request, limit: maximumBufferedEvents)
                     }
                 }
                 for try await chunk in body {
