@@ -33,7 +33,7 @@ public actor Reconciler {
         public var drainTimeout: Duration = .seconds(300)
         /// How often services with draining destinations are read back from the kernel.
         public var drainPollInterval: Duration = .seconds(1)
-        /// The first retry of a failing service comes after this; each next one waits twice as long.
+        /// The first retry of a failing service comes after at most this; each next one waits up to twice as long.
         public var retryBase: Duration = .seconds(1)
         /// The longest wait between two retries.
         public var retryMax: Duration = .seconds(60)
@@ -44,9 +44,9 @@ public actor Reconciler {
         /// How long the masquerade rules or the hairpin set may keep failing before `/readyz` says
         /// the node is not ready (node-local and hairpin clients are failing meanwhile).
         public var degradedAfter: Duration = .seconds(60)
-        /// Between attempts of a full sync whose dump or address read failed: grows from
-        /// `retryBase` to `retryMax`, with jitter, as the informers' retries do.
-        var fullSyncBackoff: Backoff { Backoff(initial: retryBase, maximum: retryMax) }
+        /// Between attempts of a refused service, and of a full sync whose dump or address read
+        /// failed: grows from `retryBase` to `retryMax`, with jitter, the informers' `Backoff`.
+        var retryBackoff: Backoff { Backoff(initial: retryBase, maximum: retryMax) }
 
         public init() {}
 
@@ -278,7 +278,7 @@ public actor Reconciler {
             dump = try kernel.dumpTable()
             bound = try node.boundAddresses()
         } catch {
-            let delay = settings.fullSyncBackoff.delay(attempt: fullSyncFailures)
+            let delay = settings.retryBackoff.delay(attempt: fullSyncFailures)
             fullSyncFailures += 1
             fullSyncRetryAt = .now + delay
             lastKernelError = "\(error)"
@@ -433,7 +433,7 @@ public actor Reconciler {
         for key in succeededKeys where failedKeys[key] == nil { failures[key] = nil }
         for (key, error) in failedKeys {
             let attempts = (failures[key]?.attempts ?? 0) + 1
-            let backoff = min(settings.retryBase * (1 << min(attempts - 1, 20)), settings.retryMax)
+            let backoff = settings.retryBackoff.delay(attempt: attempts - 1)
             failures[key] = Failure(attempts: attempts, error: "\(error)", retryAt: now + backoff)
             // The model may be wrong about this service now: read what the kernel holds.
             do {
