@@ -19,6 +19,10 @@ scratch=${CANARY_FUZZ_SCRATCH:-$here/.build-fuzz}
 
 say() { printf 'fuzz: %s\n' "$*"; }
 
+# libFuzzer must see a Swift trap (SIGILL) itself to save the input: the runtime's backtracer would
+# take the signal first and the input would be lost.
+export SWIFT_BACKTRACE=enable=no
+
 say "building with -sanitize=fuzzer (scratch $scratch)"
 swift build --scratch-path "$scratch" -c release -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing -Xswiftc -use-ld=lld >/dev/null
 bin=$(swift build --scratch-path "$scratch" -c release -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing -Xswiftc -use-ld=lld --show-bin-path)
