@@ -106,7 +106,7 @@ fi
 
 # The end-to-end bench (Tests/e2e): nginx backends in network namespaces (Debian's nginx; the bench
 # runs its own instances with their own config and never the system service).
-E2E_APT_PACKAGES=(nginx)
+E2E_APT_PACKAGES=(nginx python3-matplotlib)  # python3-matplotlib: the chart of Tests/e2e/report.py
 mapfile -t e2e_missing < <(for package in "${E2E_APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || printf '%s\n' "$package"
 done)
