@@ -1,13 +1,13 @@
-#!/usr/bin/env python3
-"""Turns an e2e run's results.json into report.md and report.png (standard library only).
+#!/usr/bin/python3
+"""Turns an e2e run's results.json into report.md and report.png (Debian's python3-matplotlib).
 
     python3 report.py RESULTS_DIR [--vm-seconds N]
 
 report.md: per scenario the target, effective and observed share of each measurement, the failures,
 every check and the verdict; the statistical tolerance and why. report.png: a bar chart of target,
-effective and observed share per measurement (drawn here: a tiny PNG writer and a 5×7 pixel font, so
-the bench needs no plotting package). Exits 1 unless every scenario in results.json passed; the last
-line printed is "e2e: N passed, N failed".
+effective and observed share per measurement with the tolerance, drawn by matplotlib (Agg, no
+display: run it with Debian's /usr/bin/python3, which has python3-matplotlib). Exits 1 unless every
+scenario in results.json passed; the last line printed is "e2e: N passed, N failed".
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import sys
 import time
-import zlib
 
 TOLERANCE_TEXT = """\
 **Statistical tolerance.** Each measurement counts which version answered N new connections. A
@@ -36,124 +34,63 @@ hashes the *source address*, so every connection from one address goes to the sa
 independent trials are the distinct client addresses, not the connections, and N is the number of
 addresses (≥ 500)."""
 
-# ------------------------------------------------------------------------------------ PNG
+# ------------------------------------------------------------------------------------ chart
 
-
-def png_bytes(width: int, height: int, pixels: bytearray) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    stride = width * 3
-    raw = b"".join(b"\x00" + bytes(pixels[y * stride:(y + 1) * stride]) for y in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-
-
-# 5×7 glyphs, one string of 7 rows of 5 bits each ("." off, "#" on).
-FONT_ROWS = {
-    "0": ".###.#...##..###.#.###..##...#.###.", "1": "..#...##....#....#....#....#...###.",
-    "2": ".###.#...#....#...#...#...#...#####", "3": "#####...#...#.....#.....##...#.###.",
-    "4": "...#...##..#.#.#..#.#####...#....#.", "5": "######....####.....#....##...#.###.",
-    "6": "..##..#...#....####.#...##...#.###.", "7": "#####....#...#...#...#....#....#...",
-    "8": ".###.#...##...#.###.#...##...#.###.", "9": ".###.#...##...#.####....#...#..##..",
-    "A": ".###.#...##...#######...##...##...#", "B": "####.#...##...#####.#...##...#####.",
-    "C": ".###.#...##....#....#....#...#.###.", "D": "###..#..#.#...##...##...##..#.###..",
-    "E": "######....#....####.#....#....#####", "F": "######....#....####.#....#....#....",
-    "G": ".###.#...##....#.####...##...#.####", "H": "#...##...##...#######...##...##...#",
-    "I": ".###...#....#....#....#....#...###.", "J": "..###...#....#....#....#.#..#..##..",
-    "K": "#...##..#.#.#..##...#.#..#..#.#...#", "L": "#....#....#....#....#....#....#####",
-    "M": "#...###.###.#.##...##...##...##...#", "N": "#...##...###..##.#.##..###...##...#",
-    "O": ".###.#...##...##...##...##...#.###.", "P": "####.#...##...#####.#....#....#....",
-    "Q": ".###.#...##...##...##.#.##..#..##.#", "R": "####.#...##...#####.#.#..#..#.#...#",
-    "S": ".####.....#.....###.....#....#####.", "T": "#####..#....#....#....#....#....#..",
-    "U": "#...##...##...##...##...##...#.###.", "V": "#...##...##...##...##...#.#.#...#..",
-    "W": "#...##...##...##.#.##.#.##.#.#.#.#.", "X": "#...##...#.#.#...#...#.#.#...##...#",
-    "Y": "#...##...#.#.#...#....#....#....#..", "Z": "#####....#...#...#...#...#....#####",
-    " ": "...................................", ".": "...........................##...##.",
-    ":": "......##...##........##...##.......", "%": "##...##..#...#...#...#...#..##...##",
-    "-": "...............#####...............", "/": ".........#...#...#...#...#.........",
-    "+": ".......#....#..#####..#....#.......", "(": "...#...#...#....#....#.....#.....#.",
-    ")": ".#.....#.....#....#....#...#...#...", "=": "..........#####.....#####..........",
-    ",": "......................##...#...#...", "_": "..............................#####",
-    "#": ".#.#.#####.#.#..#.#.#####.#.#......", "?": ".###.#...#....#...#...#.........#..",
-}
-
-
-class Canvas:
-    def __init__(self, width: int, height: int, background=(255, 255, 255)):
-        self.width, self.height = width, height
-        self.pixels = bytearray(bytes(background) * (width * height))
-
-    def rect(self, x0: int, y0: int, x1: int, y1: int, color) -> None:
-        x0, x1 = max(0, min(x0, x1)), min(self.width, max(x0, x1))
-        y0, y1 = max(0, min(y0, y1)), min(self.height, max(y0, y1))
-        row = bytes(color) * (x1 - x0)
-        for y in range(y0, y1):
-            start = (y * self.width + x0) * 3
-            self.pixels[start:start + len(row)] = row
-
-    def text(self, x: int, y: int, text: str, color=(0, 0, 0), scale: int = 2) -> int:
-        for character in text.upper():
-            glyph = FONT_ROWS.get(character, FONT_ROWS["?"])
-            for row in range(7):
-                for column in range(5):
-                    if glyph[row * 5 + column] == "#":
-                        self.rect(x + column * scale, y + row * scale, x + (column + 1) * scale,
-                                  y + (row + 1) * scale, color)
-            x += 6 * scale
-        return x
-
-    @staticmethod
-    def text_width(text: str, scale: int = 2) -> int:
-        return len(text) * 6 * scale
-
-    def save(self, path: str) -> None:
-        with open(path, "wb") as file:
-            file.write(png_bytes(self.width, self.height, self.pixels))
-
-
-TARGET = (160, 160, 160)
-EFFECTIVE = (90, 140, 220)
-PASS = (40, 160, 70)
-FAIL = (210, 50, 40)
+TARGET = "#a0a0a0"
+EFFECTIVE = "#5a8cdc"
+PASS = "#28a046"
+FAIL = "#d23228"
 
 
 def chart(measurements: list[dict], path: str, title: str) -> None:
-    group, bar, left, top, plot_height = 78, 18, 70, 80, 360
-    width = max(1000, left + 20 + group * max(1, len(measurements)))
-    height = top + plot_height + 70
-    canvas = Canvas(width, height)
-    canvas.text(left, 12, title, scale=2)
-    x = left
-    for label, color in (("TARGET", TARGET), ("EFFECTIVE", EFFECTIVE), ("OBSERVED PASS", PASS), ("OBSERVED FAIL", FAIL)):
-        canvas.rect(x, 44, x + 14, 58, color)
-        x = canvas.text(x + 20, 45, label, scale=2) + 24
-    bottom = top + plot_height
-    for percent in range(0, 101, 25):
-        y = bottom - plot_height * percent // 100
-        canvas.rect(left - 4, y, width - 10, y + 1, (220, 220, 220) if percent else (0, 0, 0))
-        label = f"{percent}%"
-        canvas.text(left - 10 - Canvas.text_width(label), y - 7, label)
-    canvas.rect(left - 1, top, left, bottom, (0, 0, 0))
-    for index, m in enumerate(measurements):
-        x0 = left + 8 + index * group
-        values = [(m["target"], TARGET), (m["effective"] if m["effective"] is not None else 0, EFFECTIVE),
-                  (m["observed"], PASS if m["pass"] else FAIL)]
-        for offset, (value, color) in enumerate(values):
-            h = int(round(plot_height * max(0.0, min(1.0, value))))
-            canvas.rect(x0 + offset * (bar + 2), bottom - max(h, 1), x0 + offset * (bar + 2) + bar, bottom, color)
-        # The tolerance band around the effective share, as a bracket over the observed bar.
+    """Three bars per measurement (target, effective, observed share), the tolerance around the
+    effective share as a bracket on the observed bar, the observed percentage above it."""
+    # Debian's python3-matplotlib, drawn by Agg into a file: no display.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import PercentFormatter
+
+    count = max(1, len(measurements))
+    figure = Figure(figsize=(max(10.0, 1.2 + 0.8 * count), 5.2), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    width = 0.26
+    positions = range(len(measurements))
+    percent_of = lambda value: 100 * max(0.0, min(1.0, value))  # noqa: E731
+    # The outline in the bar's colour keeps a 0 % bar visible as a line.
+    for offset, values, colors in (
+            (-width, [m["target"] for m in measurements], TARGET),
+            (0, [m["effective"] or 0 for m in measurements], EFFECTIVE),
+            (width, [m["observed"] for m in measurements], [PASS if m["pass"] else FAIL for m in measurements])):
+        axes.bar([x + offset for x in positions], [percent_of(v) for v in values], width, color=colors,
+                 edgecolor=colors, linewidth=0.8)
+    legend = [Patch(color=TARGET, label="target"), Patch(color=EFFECTIVE, label="effective"),
+              Patch(color=PASS, label="observed, pass"), Patch(color=FAIL, label="observed, fail")]
+    for x, m in zip(positions, measurements):
+        label_at = percent_of(m["observed"])
         if m["effective"] is not None:
-            for edge in (m["effective"] - m["tolerance"], m["effective"] + m["tolerance"]):
-                y = bottom - int(round(plot_height * max(0.0, min(1.0, edge))))
-                canvas.rect(x0 + 2 * (bar + 2) - 3, y, x0 + 3 * (bar + 2) + 1, y + 1, (0, 0, 0))
-        value_text = f"{100 * m['observed']:.1f}"
-        observed_top = bottom - int(round(plot_height * max(0.0, min(1.0, m["observed"]))))
-        canvas.text(x0 + 2 * (bar + 2) + (bar - Canvas.text_width(value_text, 1)) // 2, observed_top - 18,
-                    value_text, scale=1)
-        label = m["id"]
-        canvas.text(x0 + (3 * (bar + 2) - Canvas.text_width(label)) // 2, bottom + 10, label)
-    canvas.text(left, bottom + 40, "BARS PER MEASUREMENT (ID AS IN REPORT.MD): TARGET, EFFECTIVE, OBSERVED SHARE OF THE NAMED VERSION", scale=1)
-    canvas.save(path)
+            low, high = (percent_of(m["effective"] - m["tolerance"]), percent_of(m["effective"] + m["tolerance"]))
+            band = axes.errorbar(x + width, (low + high) / 2, yerr=(high - low) / 2, color="black", capsize=5,
+                                 elinewidth=1, label="tolerance around effective")
+            legend[4:] = [band]
+            label_at = max(label_at, high)
+        axes.annotate(f"{100 * m['observed']:.1f}", (x + width, label_at), xytext=(0, 2),
+                      textcoords="offset points", ha="center", va="bottom", fontsize=7)
+    axes.set_xticks(list(positions), [m["id"] for m in measurements])
+    axes.set_xlim(-0.6, count - 0.4)
+    axes.set_ylim(0, 108)
+    axes.set_yticks(range(0, 101, 25))
+    axes.yaxis.set_major_formatter(PercentFormatter())
+    axes.yaxis.grid(True, color="#dcdcdc")
+    axes.set_axisbelow(True)
+    axes.set_title(title, loc="left", pad=26)
+    axes.set_xlabel("measurement (id as in report.md)")
+    axes.set_ylabel("share of the named version")
+    axes.legend(handles=legend, ncol=len(legend), loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False,
+                fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path)
 
 
 # ------------------------------------------------------------------------------------ Markdown
@@ -236,8 +173,11 @@ def main(argv: list[str]) -> int:
     markdown, measurements = render(results, arguments.vm_seconds)
     with open(os.path.join(arguments.results, "report.md"), "w") as file:
         file.write(markdown)
-    chart(measurements, os.path.join(arguments.results, "report.png"),
-          "CANARY-AGENT E2E: SHARE OF THE NAMED VERSION PER MEASUREMENT")
+    try:
+        chart(measurements, os.path.join(arguments.results, "report.png"),
+              "canary-agent end to end: share of the named version per measurement")
+    except ImportError as error:
+        print(f"report: no chart ({error}): install python3-matplotlib (Tests/vm/install-deps.sh)", file=sys.stderr)
     scenarios = results.get("scenarios", [])
     for s in scenarios:
         print(f"  {'PASS' if s['passed'] else 'FAIL'}  {s['number']:2} {s['name']:18} {s['title']}"
