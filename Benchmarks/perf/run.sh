@@ -42,20 +42,18 @@ for argument in "$@"; do
     esac
 done
 
-say() { printf '==> %s\n' "$*"; }
-die() { printf 'perf: %s\n' "$*" >&2; exit 1; }
-command -v vng >/dev/null 2>&1 || die "vng (virtme-ng) not found: run Tests/vm/install-deps.sh"
-command -v ipvsadm >/dev/null 2>&1 || die "ipvsadm not found: run Tests/vm/install-deps.sh"
+# shellcheck source=Tests/vm/lib.sh
+source "$repo/Tests/vm/lib.sh"
+vm_tool=perf
+vm_settings 3G 2 "$([ "$small" = 1 ] && echo 1200 || echo 5400)"
+vm_require vng "vng (virtme-ng)"
+vm_require ipvsadm
 
 results=${CANARY_BENCH_RESULTS:-$bench/results}
 mkdir -p "$results"
 results=$(cd "$results" && pwd)
 work="$bench/.build/perf"
-mkdir -p "$work"
-run_dir=$(mktemp -d "$work/run-$(date -u +%Y%m%d-%H%M%S)-XXXX")
-# Keep the last few runs' raw data only.
-find "$work" -mindepth 1 -maxdepth 1 -type d -name 'run-*' -print | sort | head -n -5 |
-    while read -r old; do rm -rf -- "$old"; done
+run_dir=$(vm_new_run_dir "$work")
 
 # 1. Build: PerfTool (release, the Benchmarks package's own scratch), the floor, the daemon.
 cd "$bench"
@@ -98,9 +96,7 @@ fi
 [ -n "$agent_reason" ] && say "daemon measurements skipped: $agent_reason"
 
 # 2. What the guest measures.
-memory=${CANARY_VM_MEMORY:-3G}
-cpus=${CANARY_VM_CPUS:-2}
-python3 - "$run_dir/guest.json" "$small" "$perf_tool" "$work/floor" "$agent" "$agent_reason" "$repo" "$memory" "$cpus" <<'EOF'
+python3 - "$run_dir/guest.json" "$small" "$perf_tool" "$work/floor" "$agent" "$agent_reason" "$repo" "$vm_memory" "$vm_cpus" <<'EOF'
 import json, os, sys
 path, small, perf_tool, floor, agent, agent_reason, repo, memory, cpus = sys.argv[1:]
 small = small == "1"
@@ -135,26 +131,12 @@ json.dump({
 }, open(path, "w"), indent=1)
 EOF
 
-# 3. Boot the VM (KVM hangs on these machines: always emulate) and run the guest.
-if [ -n "${CANARY_VM_KERNEL:-}" ]; then
-    kernel=$CANARY_VM_KERNEL
-else
-    kernel=$(find /boot -maxdepth 1 -name 'vmlinuz-*' -print | sort -V | tail -n 1)
-fi
-[ -n "$kernel" ] && [ -r "$kernel" ] || die "no readable kernel image in /boot: run Tests/vm/install-deps.sh"
-vm_timeout=${CANARY_VM_TIMEOUT:-$([ "$small" = 1 ] && echo 1200 || echo 5400)}
-say "booting VM (${kernel##*/}, $memory, $cpus cpus, timeout ${vm_timeout}s); raw results in $run_dir"
-started=$(date +%s)
-set +e
-timeout --kill-after=30 "$vm_timeout" \
-    vng --run "$kernel" --disable-kvm --memory "$memory" --cpus "$cpus" --user root \
-        --rwdir "$run_dir" --exec "bash $(printf '%q' "$here/guest.sh") $(printf '%q' "$run_dir")" \
-        </dev/null >"$run_dir/vng.log" 2>&1
-vng_status=$?
-set -e
-vm_seconds=$(( $(date +%s) - started ))
-say "VM finished in ${vm_seconds}s (vng status $vng_status)"
-grep -v '^[[:space:]]*$' "$run_dir/guest.log" 2>/dev/null | tail -n 40 | sed 's/^/  guest| /' || true
+# 3. Boot the VM and run the guest.
+vm_find_kernel
+say "booting VM (${kernel##*/}, $vm_memory, $vm_cpus cpus, timeout ${vm_timeout}s); raw results in $run_dir"
+vm_boot "$run_dir" "$here/guest.sh"
+vm_say_finished
+vm_show_log "$run_dir/guest.log" guest
 [ -s "$run_dir/status" ] || say "the guest wrote no status: it died or timed out (see $run_dir/vng.log)"
 
 # 4. The report.

@@ -11,42 +11,26 @@
 # (its absence means the guest died).
 set -uo pipefail
 
-results_dir=${1:?usage: guest.sh RESULTS_DIR}
-log_file="$results_dir/guest.log"
-exec >>"$log_file" 2>&1
-
-say() { printf 'guest: [%ss] %s\n' "$(cut -d' ' -f1 /proc/uptime)" "$*"; }
-finish() {
-    say "exit status $1"
-    sync
-    printf '%s\n' "$1" >"$results_dir/status.tmp" && mv "$results_dir/status.tmp" "$results_dir/status"
-    sync
-    exit 0
-}
-
-# shellcheck source=/dev/null
-source "$results_dir/guest.env" || { say "cannot read $results_dir/guest.env"; finish 90; }
+# shellcheck source=Tests/vm/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../vm/lib.sh"
+guest_init "${1:?usage: guest.sh RESULTS_DIR}"
+guest_source_env
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+repo=$vm_repo
 
-say "started $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cpus, $(awk '/MemTotal/ {print $2, $3}' /proc/meminfo)"
-for module in ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh ip_vs_mh nf_conntrack veth bridge dummy; do
-    modprobe "$module" || { say "modprobe $module failed"; finish 92; }
-done
-# The agent's masquerade rules (iptables-restore) need these; the kernel would load most on demand.
-for module in iptable_nat iptable_filter xt_ipvs xt_comment xt_mark xt_MASQUERADE xt_set ip_set_hash_netnet nf_nat ip_tables nf_tables nft_compat; do
-    modprobe "$module" 2>/dev/null || say "optional module $module not loaded"
-done
-ip link set lo up
+guest_started
+# The agent's masquerade rules (iptables-restore) need the optional ones; the kernel would load most on demand.
+guest_load_modules nf_conntrack veth bridge dummy -- \
+    iptable_nat iptable_filter xt_ipvs xt_comment xt_mark xt_MASQUERADE nf_nat ip_tables nf_tables nft_compat
 mkdir -p /run/netns
-command -v nginx >/dev/null || { say "nginx is missing: run Tests/vm/install-deps.sh on the host"; finish 93; }
+command -v nginx >/dev/null || { say "nginx is missing: run Tests/vm/install-deps.sh on the host"; guest_finish 93; }
 if [ "${CANARY_E2E_SCENARIOS:-all}" != selftest ] && [ ! -x "${CANARY_E2E_AGENT:-}" ]; then
     say "agent binary ${CANARY_E2E_AGENT:-(unset)} missing"
-    finish 94
+    guest_finish 94
 fi
 
 work_dir=$(mktemp -d /tmp/canary-e2e.XXXXXX)
-cd "$work_dir" || finish 95
+cd "$work_dir" || guest_finish 95
 program=scenarios.py
 [ "${CANARY_E2E_MODE:-scenarios}" = demo ] && program=demo.py
 say "running $program (scenarios: ${CANARY_E2E_SCENARIOS:-all})"
@@ -54,4 +38,4 @@ say "running $program (scenarios: ${CANARY_E2E_SCENARIOS:-all})"
     --scenarios "${CANARY_E2E_SCENARIOS:-all}" </dev/null 2>&1 | tee "$results_dir/scenarios.log"
 status=${PIPESTATUS[0]}
 /usr/bin/python3 "$repo/Tests/e2e/topology.py" down || true
-finish "$status"
+guest_finish "$status"

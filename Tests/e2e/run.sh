@@ -23,17 +23,14 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 
+# shellcheck source=Tests/vm/lib.sh
+source "$repo/Tests/vm/lib.sh"
+vm_tool=e2e
 scratch=${CANARY_E2E_SCRATCH_PATH:-.build-e2e}
-memory=${CANARY_VM_MEMORY:-2G}
-cpus=${CANARY_VM_CPUS:-2}
-vm_timeout=${CANARY_VM_TIMEOUT:-2400}
 mode=${CANARY_E2E_MODE:-scenarios}
-
-say() { printf '==> %s\n' "$*"; }
-die() { printf 'e2e: %s\n' "$*" >&2; exit 1; }
-
-command -v vng >/dev/null 2>&1 || die "vng (virtme-ng) not found: run Tests/vm/install-deps.sh"
-command -v nginx >/dev/null 2>&1 || die "nginx not found: run Tests/vm/install-deps.sh"
+vm_settings 2G 2 2400
+vm_require vng "vng (virtme-ng)"
+vm_require nginx
 
 # 1. The agent, built on the host: the guest sees this file system read-only and only runs it.
 if [ "${CANARY_E2E_SKIP_BUILD:-0}" != 1 ]; then
@@ -50,10 +47,7 @@ if [ "${CANARY_E2E_SCENARIOS:-all}" != selftest ]; then
 fi
 
 # 2. The kernel.
-kernel=${CANARY_VM_KERNEL:-$(find /boot -maxdepth 1 -name 'vmlinuz-*' -print | sort -V | tail -n 1)}
-[ -n "$kernel" ] && [ -r "$kernel" ] || die "no readable kernel image in /boot: run Tests/vm/install-deps.sh"
-kernel_version=${kernel##*/vmlinuz-}
-[ -d "/lib/modules/$kernel_version" ] || die "no /lib/modules/$kernel_version for $kernel"
+vm_find_kernel
 
 # 3. The results directory, shared read-write with the guest.
 results=${CANARY_E2E_RESULTS:-$repo/e2e-results}
@@ -65,55 +59,38 @@ find "$results" -mindepth 1 -maxdepth 1 ! -name .gitignore ! -name demo -exec rm
 {
     printf 'export CANARY_E2E_AGENT=%q\n' "$agent"
     printf 'export CANARY_E2E_MODE=%q\n' "$mode"
-    for name in $(compgen -e); do
-        case $name in
-            CANARY_E2E_AGENT | CANARY_E2E_MODE) ;;
-            CANARY_E2E_*) printf 'export %s=%q\n' "$name" "${!name}" ;;
-        esac
-    done
+    vm_export_env CANARY_E2E_ CANARY_E2E_AGENT CANARY_E2E_MODE
 } >"$results/guest.env"
 
-# 4. Boot. KVM hangs on these machines: always emulate. The guest's console can be lost, so the
-#    guest writes everything into $results.
-guest_command="bash $(printf '%q' "$repo/Tests/e2e/guest.sh") $(printf '%q' "$results")"
-say "booting VM (kernel $kernel_version, $memory, $cpus cpus, emulated, timeout ${vm_timeout}s); results in $results"
+# 4. Boot; the guest writes everything into $results (its console can be lost).
+say "booting VM (kernel $kernel_version, $vm_memory, $vm_cpus cpus, emulated, timeout ${vm_timeout}s); results in $results"
 say "the VM boots in 1-3 minutes; then the guest's progress follows (also in $results/scenarios.log)"
-vm_started=$(date +%s)
-# Follow the guest's own log as it is written (the guest's console can be lost).
+# Follow the guest's own log as it is written.
 : >"$results/scenarios.log"
 sleep 100000 &
 follower=$!
 tail -n +1 -F --pid="$follower" "$results/scenarios.log" 2>/dev/null | sed -u 's/^/  vm| /' &
-set +e
-timeout --kill-after=30 "$vm_timeout" \
-    vng --run "$kernel" --disable-kvm --memory "$memory" --cpus "$cpus" --user root \
-        --rwdir "$results" --exec "$guest_command" </dev/null >"$results/vng.log" 2>&1
-vng_status=$?
-set -e
+vm_boot "$results" "$repo/Tests/e2e/guest.sh"
 sleep 1
 kill "$follower" 2>/dev/null || true
 wait 2>/dev/null || true
-vm_seconds=$(( $(date +%s) - vm_started ))
-if [ "$vng_status" -eq 124 ] || [ "$vng_status" -eq 137 ]; then
-    say "VM TIMED OUT after ${vm_seconds}s"
-else
-    say "VM finished in ${vm_seconds}s (vng status $vng_status)"
-fi
+vm_say_finished
 
 # 5. Report and verdict.
 if [ ! -s "$results/status" ]; then
     say "the guest wrote no status (boot failure, crash or timeout); tail of its log:"
-    tail -n 40 "$results/guest.log" 2>/dev/null | sed 's/^/  guest| /'
-    tail -n 15 "$results/vng.log" 2>/dev/null | sed 's/^/  vm| /'
+    vm_show_log "$results/guest.log" guest
+    vm_show_log "$results/vng.log" vm 15
 fi
 report_status=0
 if [ "$mode" = demo ]; then
     say "demo output: $results/demo.txt"
-    [ "$(cat "$results/status" 2>/dev/null)" = 0 ] || { say "the demo FAILED (agent log: $results/agent-demo.log)"; exit 1; }
+    [ "$(vm_guest_status "$results")" = 0 ] || { say "the demo FAILED (agent log: $results/agent-demo.log)"; exit 1; }
     exit 0
 fi
-python3 "$repo/Tests/e2e/report.py" "$results" --vm-seconds "$vm_seconds" || report_status=$?
-guest_status=$(cat "$results/status" 2>/dev/null || echo missing)
+# Debian's python3: it has python3-matplotlib, for the chart.
+/usr/bin/python3 "$repo/Tests/e2e/report.py" "$results" --vm-seconds "$vm_seconds" || report_status=$?
+guest_status=$(vm_guest_status "$results")
 say "report: $results/report.md, chart: $results/report.png"
 if [ "$guest_status" != 0 ] || [ "$report_status" != 0 ]; then
     say "FAILED (guest status $guest_status, report status $report_status)"

@@ -14,54 +14,18 @@
 # as /tmp), so swiftpm does no work here: the host has built everything.
 set -uo pipefail
 
-results_dir=${1:?usage: guest.sh RESULTS_DIR}
-log_file="$results_dir/guest.log"
-exec >>"$log_file" 2>&1
-
-say() { printf 'guest: [%ss] %s\n' "$(cut -d' ' -f1 /proc/uptime)" "$*"; }
-finish() {
-    local status=$1
-    say "exit status $status"
-    sync
-    printf '%s\n' "$status" >"$results_dir/status.tmp" && mv "$results_dir/status.tmp" "$results_dir/status"
-    sync
-    exit 0
-}
-
-# shellcheck source=/dev/null
-if ! source "$results_dir/guest.env"; then
-    say "cannot read $results_dir/guest.env"
-    finish 90
-fi
+# shellcheck source=Tests/vm/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+guest_init "${1:?usage: guest.sh RESULTS_DIR}"
+guest_source_env
 : "${CANARY_TEST_BINARY:?}" "${CANARY_TEST_FILTER:?}"
-
-say "started $(date -u +%FT%TZ)"
-say "kernel $(uname -r)"
-say "$(ipvsadm --version 2>&1 || echo 'ipvsadm: not found')"
-say "memory: $(awk '/MemTotal/ {print $2, $3}' /proc/meminfo), cpus: $(nproc)"
-
+guest_started
 # Debian's kernel has IPVS and its schedulers as modules; the host's /lib/modules is visible here.
-required_modules=(ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh ip_vs_mh ip_vs_lc ip_set ip_set_hash_netnet xt_set)
-optional_modules=(nf_conntrack sctp)
-if [ ! -d "/lib/modules/$(uname -r)" ]; then
-    say "no /lib/modules/$(uname -r): install the matching linux-image package on the host"
-    finish 91
-fi
-for module in "${required_modules[@]}"; do
-    if ! modprobe "$module"; then
-        say "modprobe $module failed"
-        finish 92
-    fi
-done
-for module in "${optional_modules[@]}"; do
-    modprobe "$module" || say "optional module $module not loaded"
-done
-say "modules: $(lsmod | awk 'NR > 1 && ($1 ~ /^ip_vs/ || $1 == "nf_conntrack" || $1 == "sctp") {print $1}' | sort | tr '\n' ' ')"
-ip link set lo up 2>/dev/null || true
+guest_load_modules -- nf_conntrack sctp
 
 if [ ! -x "$CANARY_TEST_BINARY" ]; then
     say "test binary $CANARY_TEST_BINARY is missing or not executable"
-    finish 93
+    guest_finish 93
 fi
 
 # The kernel-test trait: a failed IPVS probe is a test FAILURE here, never a skip.
@@ -82,11 +46,11 @@ fi
 
 # Writable working directory for anything the tests write relative to it.
 work_dir=$(mktemp -d /tmp/canary-kernel-tests.XXXXXX)
-cd "$work_dir" || finish 94
+cd "$work_dir" || guest_finish 94
 
 say "running: $CANARY_TEST_BINARY ${test_arguments[*]}"
 started=$(date +%s)
 "$CANARY_TEST_BINARY" "${test_arguments[@]}" </dev/null 2>&1 | tee "$results_dir/test-output.txt"
 status=${PIPESTATUS[0]}
 say "tests took $(( $(date +%s) - started ))s"
-finish "$status"
+guest_finish "$status"
