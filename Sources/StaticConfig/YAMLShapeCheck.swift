@@ -134,7 +134,8 @@ struct YAMLShapeCheck {
                 path += "[\(frame.index)]"
             }
         }
-        return path
+        // Each key is an excerpt, but the file may nest a thousand levels deep: the path is one too.
+        return excerpt(path, limit: 256)
     }
 
     private static func string(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String? {
@@ -148,16 +149,17 @@ private func saturatingSum(_ a: Int, _ b: Int) -> Int {
 }
 
 /// A value from the file as an error message shows it: on one line (control characters escaped)
-/// and at most `limit` characters, so a 10 MB key or value is not a 10 MB message.
+/// and at most `limit` Unicode scalars, so a 10 MB key or value is not a 10 MB message. Scalars, not
+/// characters: one character can hold any number of them (a letter and 10,000 combining accents).
 func excerpt(_ text: String, limit: Int = 64) -> String {
     var result = ""
     var count = 0
-    for character in text {
+    for scalar in text.unicodeScalars {
         if count == limit { return result + "…" }
-        if character.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-            result += character.unicodeScalars.map { $0.escaped(asASCII: true) }.joined()
+        if scalar.properties.generalCategory == .control {
+            result += scalar.escaped(asASCII: true)
         } else {
-            result.append(character)
+            result.unicodeScalars.append(scalar)
         }
         count += 1
     }
