@@ -64,10 +64,14 @@ let package = Package(
             ]
         ),
 
-        // The static YAML configuration of a host outside Kubernetes → the desired state.
+        // The static YAML configuration of a host outside Kubernetes → the desired state, and its source
+        // (the file watched and read again on change or SIGHUP).
         .target(
             name: "StaticConfig",
-            dependencies: ["CanaryCore", "IPVS", .product(name: "Yams", package: "Yams")]
+            dependencies: [
+                "CanaryCore", "IPVS", .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
         ),
 
         // The node's own plumbing: the dummy interface and its addresses (rtnetlink over libmnl),

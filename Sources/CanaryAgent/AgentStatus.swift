@@ -1,3 +1,4 @@
+import CanaryCore
 import Foundation
 
 /// One sync: what kind, when, how long, how many operations and how many the kernel refused.
@@ -27,6 +28,8 @@ public struct AgentStatus: Codable, Sendable, Hashable {
     public struct Service: Codable, Sendable, Hashable {
         /// `default/web:http`, or the static file's name.
         public var name: String
+        /// The object and port it comes from.
+        public var origin: ServiceOrigin
         /// `TCP 10.96.0.10:80`.
         public var service: String
         public var scheduler: String
@@ -41,7 +44,7 @@ public struct AgentStatus: Codable, Sendable, Hashable {
         /// The last error programming it (retried with backoff), if any.
         public var error: String?
         /// Problems of its objects in the source (it is kept as last programmed).
-        public var problems: [AgentProblem]
+        public var problems: [InputProblem]
     }
 
     /// `file /etc/canary-agent/config.yaml` or `kubernetes https://…`.
@@ -53,9 +56,9 @@ public struct AgentStatus: Codable, Sendable, Hashable {
     public var lastFullSync: SyncReport?
     public var services: [Service]
     /// Every problem the source reports now.
-    public var problems: [AgentProblem]
+    public var problems: [InputProblem]
     /// The last input rejected whole (a static file with an error), while the table is kept.
-    public var sourceError: AgentProblem?
+    public var sourceError: InputProblem?
     /// Since when inputs are rejected whole (the first rejection of this run of them).
     public var sourceErrorSince: Date?
     /// The last error reading the kernel's table, while reads keep failing.

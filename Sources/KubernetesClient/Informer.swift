@@ -68,10 +68,11 @@ public struct InformerOptions: Sendable {
     var timeoutSeconds: Int { max(1, Int(watchTimeout.components.seconds)) }
 }
 
-/// One change of an informer's cache, with the whole cache after it.
+/// One change, as the informer saw it: a full list, or one object. The informer keeps no cache of
+/// its own; its consumer keeps the one cache of these objects.
 public struct InformerUpdate<Object: KubernetesObject>: Sendable {
     public enum Change: Sendable, Hashable {
-        /// The cache was replaced by a full list (the first one, or after 410 Gone / an ERROR event).
+        /// A full list replaces everything before it (the first one, or after 410 Gone / an ERROR event).
         case relisted
         case added(ObjectKey)
         case modified(ObjectKey)
@@ -79,15 +80,24 @@ public struct InformerUpdate<Object: KubernetesObject>: Sendable {
     }
 
     public var change: Change
-    /// Every object, by `namespace/name`.
+    /// The objects of the change: every listed object for `.relisted`, else the one object
+    /// (as it was last, for `.deleted`).
     public var objects: [ObjectKey: Object]
-    /// The resource version the cache is at.
+    /// The resource version the watch is at.
     public var resourceVersion: String
+
+    /// The object an added, modified or deleted event carries.
+    public var object: Object? {
+        switch change {
+        case .relisted: nil
+        case .added(let key), .modified(let key), .deleted(let key): objects[key]
+        }
+    }
 }
 
-/// List+watch with informer semantics for one resource: a cache keyed by namespace/name, kept by
-/// ADDED/MODIFIED/DELETED events; BOOKMARKs advance the resource version; 410 Gone or an ERROR event
-/// relists and replaces the cache; a dropped, failed or silent watch is opened again from the last
+/// List+watch with informer semantics for one resource: a full list, then ADDED/MODIFIED/DELETED
+/// events, each handed on with its object (the consumer keeps the cache); BOOKMARKs advance the
+/// resource version; 410 Gone or an ERROR event lists again (a relist replaces everything); a dropped, failed or silent watch is opened again from the last
 /// resource version after an exponential backoff with jitter, forever.
 public struct Informer<Object: KubernetesObject>: Sendable {
     public let client: KubernetesClient
@@ -125,9 +135,8 @@ public struct Informer<Object: KubernetesObject>: Sendable {
         return stream
     }
 
-    /// Lists and watches until the task is cancelled, calling `onUpdate` after every change of the cache.
+    /// Lists and watches until the task is cancelled, calling `onUpdate` with each list and each event.
     public func run(onUpdate: (InformerUpdate<Object>) async -> Void) async {
-        var cache: [ObjectKey: Object] = [:]
         var resourceVersion: String?  // nil: list first
         var failures = 0
         // Relists since the last watch that lived `healthyWatchDuration`: their backoff.
@@ -150,11 +159,11 @@ public struct Informer<Object: KubernetesObject>: Sendable {
                     let (items, listVersion) = try await client.listAll(
                         resource, of: Object.self, namespace: namespace, selectors: selectors,
                         pageSize: options.pageSize)
-                    cache = Dictionary(items.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
+                    let listed = Dictionary(items.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
                     resourceVersion = listVersion
                     failures = 0
                     logger.debug("listed \(items.count) at resource version \(listVersion)")
-                    await onUpdate(InformerUpdate(change: .relisted, objects: cache, resourceVersion: listVersion))
+                    await onUpdate(InformerUpdate(change: .relisted, objects: listed, resourceVersion: listVersion))
                 } catch {
                     if case .cancelled = error { return }
                     logger.warning("list failed (attempt \(failures + 1)): \(error)")
@@ -172,27 +181,24 @@ public struct Informer<Object: KubernetesObject>: Sendable {
                 for try await event in stream {
                     received += 1
                     failures = 0
-                    var change: InformerUpdate<Object>.Change?
+                    let change: InformerUpdate<Object>.Change
+                    let object: Object
                     switch event {
-                    case .added(let object):
-                        change = cache.updateValue(object, forKey: object.key) == nil ? .added(object.key) : .modified(object.key)
-                        resourceVersion = object.metadata.resourceVersion ?? resourceVersion
-                    case .modified(let object):
-                        cache[object.key] = object
-                        change = .modified(object.key)
-                        resourceVersion = object.metadata.resourceVersion ?? resourceVersion
-                    case .deleted(let object):
-                        cache[object.key] = nil
-                        change = .deleted(object.key)
-                        resourceVersion = object.metadata.resourceVersion ?? resourceVersion
+                    case .added(let added):
+                        (change, object) = (.added(added.key), added)
+                    case .modified(let modified):
+                        (change, object) = (.modified(modified.key), modified)
+                    case .deleted(let deleted):
+                        (change, object) = (.deleted(deleted.key), deleted)
                     case .bookmark(let version):
                         if !version.isEmpty { resourceVersion = version }
+                        continue
                     case .error(let status):
                         throw KubernetesError.watchError(request: stream.request, status: status)
                     }
-                    if let change {
-                        await onUpdate(InformerUpdate(change: change, objects: cache, resourceVersion: resourceVersion ?? ""))
-                    }
+                    resourceVersion = object.metadata.resourceVersion ?? resourceVersion
+                    await onUpdate(
+                        InformerUpdate(change: change, objects: [object.key: object], resourceVersion: resourceVersion ?? ""))
                 }
                 // The server closed the watch: its timeout. Watch again at once, unless it closes at once.
                 if received == 0 && ContinuousClock.now - started < options.minimumWatchDuration {

@@ -46,24 +46,24 @@ public actor KubernetesSource {
         }
     }
 
-    /// One result: what the cluster asks for now.
+    /// One result: what changed in what the cluster asks for. The first update holds every
+    /// virtual service; each next one exactly those whose entries changed, with their new entries.
     public struct Update: Sendable, Hashable {
-        public var desiredState: DesiredState
+        /// The virtual services that changed, each with its new entry (nil: gone).
+        public var changes: [ServiceKey: DesiredService?]
         /// Every problem now, sorted.
-        public var problems: [SourceProblem]
+        public var problems: [InputProblem]
         /// The problems that were not in the previous update (each logged and recorded as an Event once).
-        public var newProblems: [SourceProblem]
+        public var newProblems: [InputProblem]
         /// When the first watch event folded into this update arrived: where event-to-kernel latency starts.
         public var changedAt: ContinuousClock.Instant = .now
-        /// The virtual services whose entries may differ from the previous update's; nil: any.
-        public var changedServiceKeys: Set<ServiceKey>?
     }
 
     /// Counts each new problem once, by kind of object and reason (`InvalidCanaryWeight`, …).
-    static func problemCounter(_ problem: SourceProblem, factory: (any MetricsFactory)?) -> Counter {
+    static func problemCounter(_ problem: InputProblem, factory: (any MetricsFactory)?) -> Counter {
         Counter(
             label: "canary_agent_source_problems_total",
-            dimensions: [("kind", problem.kind.rawValue), ("reason", problem.reason)],
+            dimensions: [("kind", problem.object.kind.rawValue), ("reason", problem.reason)],
             factory: factory ?? MetricsSystem.factory)
     }
 
@@ -87,10 +87,11 @@ public actor KubernetesSource {
     private var nodeListed = false
     /// The problems of the last update, and whether there was one (the desired state itself is the
     /// cache's: holding it here too would make each change copy it whole).
-    private var lastProblems: [SourceProblem]?
+    private var lastProblems: [InputProblem]?
     /// When the first change not yet translated arrived.
     private var firstChangeAt: ContinuousClock.Instant?
-    private var changed: AsyncStream<Void>.Continuation?
+    /// Rung after each change of the caches; the translating task takes them all at once.
+    private let changed = Doorbell()
 
     public init(client: KubernetesClient, configuration: Configuration, logger: Logger = Logger(label: "kubernetes-source")) {
         self.client = client
@@ -116,9 +117,8 @@ public actor KubernetesSource {
     /// listed; then one after each change that alters the desired state or the problems (changes that
     /// arrive together are folded into one).
     public func run(onUpdate: @escaping @Sendable (Update) async -> Void) async {
-        let (changedStream, changedContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let (eventStream, eventContinuation) = AsyncStream<EventRecord>.makeStream()
-        changed = changedContinuation
+        let changed = changed
         let options = configuration.informer
         let client = client
         let logger = logger
@@ -149,8 +149,9 @@ public actor KubernetesSource {
                 }
             }
             group.addTask {
-                for await _ in changedStream {
-                    guard let update = await self.translate() else { continue }
+                while !Task.isCancelled {
+                    await changed.wait()
+                    guard !Task.isCancelled, let update = await self.translate() else { continue }
                     for problem in update.newProblems {
                         logger.warning("\(problem) (keeping its last programmed state)")
                         Self.problemCounter(problem, factory: self.configuration.metricsFactory).increment()
@@ -170,27 +171,26 @@ public actor KubernetesSource {
                     }
                 }
             }
-            // Everything runs until cancelled; then end the two streams the informers do not end.
+            // Everything runs until cancelled; then end the event stream the informers do not end.
             await withTaskCancellationHandler {
                 await group.next()
             } onCancel: {
-                changedContinuation.finish()
                 eventContinuation.finish()
             }
             group.cancelAll()
         }
-        changed = nil
     }
 
-    // Each change is applied to the cache by key: the informer's whole cache is only taken on a
-    // relist, so that neither side copies 10,000 objects per event.
+    // Each change is applied to the one cache of objects (`TranslationCache`) by key: a relist
+    // replaces the resource's objects, an event changes one.
 
     private func received(services update: InformerUpdate<Service>) {
         switch update.change {
         case .relisted:
             Self.relistCounter(.services, factory: configuration.metricsFactory).increment()
             cache.replaceServices(update.objects)
-        case .added(let key), .modified(let key), .deleted(let key): cache.changeService(key, to: update.objects[key])
+        case .added(let key), .modified(let key): cache.changeService(key, to: update.object)
+        case .deleted(let key): cache.changeService(key, to: nil)
         }
         servicesListed = true
         noteChange()
@@ -201,7 +201,8 @@ public actor KubernetesSource {
         case .relisted:
             Self.relistCounter(.endpointSlices, factory: configuration.metricsFactory).increment()
             cache.replaceSlices(update.objects)
-        case .added(let key), .modified(let key), .deleted(let key): cache.changeSlice(key, to: update.objects[key])
+        case .added(let key), .modified(let key): cache.changeSlice(key, to: update.object)
+        case .deleted(let key): cache.changeSlice(key, to: nil)
         }
         endpointsListed = true
         noteChange()
@@ -212,7 +213,8 @@ public actor KubernetesSource {
         case .relisted:
             Self.relistCounter(.endpoints, factory: configuration.metricsFactory).increment()
             cache.replaceEndpoints(update.objects)
-        case .added(let key), .modified(let key), .deleted(let key): cache.changeEndpoints(key, to: update.objects[key])
+        case .added(let key), .modified(let key): cache.changeEndpoints(key, to: update.object)
+        case .deleted(let key): cache.changeEndpoints(key, to: nil)
         }
         endpointsListed = true
         noteChange()
@@ -220,15 +222,22 @@ public actor KubernetesSource {
 
     private func received(nodes update: InformerUpdate<Node>) {
         guard let nodeName = configuration.nodeName else { return }
-        if update.change == .relisted { Self.relistCounter(.nodes, factory: configuration.metricsFactory).increment() }
-        cache.setNode(update.objects[ObjectKey(namespace: nil, name: nodeName)])
+        let key = ObjectKey(namespace: nil, name: nodeName)
+        switch update.change {
+        case .relisted:
+            Self.relistCounter(.nodes, factory: configuration.metricsFactory).increment()
+            cache.setNode(update.objects[key])
+        case .added(key), .modified(key): cache.setNode(update.object)
+        case .deleted(key): cache.setNode(nil)
+        case .added, .modified, .deleted: return  // another Node: the field selector lets none through
+        }
         nodeListed = true
         noteChange()
     }
 
     private func noteChange() {
         firstChangeAt = firstChangeAt ?? .now
-        changed?.yield()
+        changed.ring()
     }
 
     /// The translation of the caches now; nil before every informer has listed, or when nothing changed.
@@ -236,36 +245,37 @@ public actor KubernetesSource {
         guard servicesListed, endpointsListed, nodeListed || configuration.nodeName == nil else { return nil }
         let changedAt = firstChangeAt ?? .now
         firstChangeAt = nil
-        let (translation, changedKeys) = cache.translate()
-        if let lastProblems, lastProblems == translation.problems, changedKeys?.isEmpty == true { return nil }
+        let (changes, problems) = cache.translate()
+        if let lastProblems, lastProblems == problems, changes.isEmpty { return nil }
         let known = Set(lastProblems ?? [])
         let update = Update(
-            desiredState: translation.desiredState, problems: translation.problems,
-            newProblems: translation.problems.filter { !known.contains($0) }, changedAt: changedAt,
-            changedServiceKeys: lastProblems == nil ? nil : changedKeys)
-        lastProblems = translation.problems
+            changes: changes, problems: problems, newProblems: problems.filter { !known.contains($0) }, changedAt: changedAt)
+        lastProblems = problems
         return update
     }
 
-    private func event(for problem: SourceProblem) -> EventRecord? {
+    private func event(for problem: InputProblem) -> EventRecord? {
         guard configuration.recordEvents else { return nil }
+        let object = problem.object
         let reference: ObjectReference
-        switch problem.kind {
+        switch object.kind {
         case .service:
-            let parts = problem.object.split(separator: "/", maxSplits: 1).map(String.init)
-            guard parts.count == 2 else { return nil }
-            let service = cache.services[ObjectKey(namespace: parts[0], name: parts[1])]
+            let service = cache.services[ObjectKey(object)]
             reference = ObjectReference(
-                kind: "Service", namespace: parts[0], name: parts[1], uid: service?.metadata.uid,
+                kind: "Service", namespace: object.namespace, name: object.name, uid: service?.metadata.uid,
                 resourceVersion: service?.metadata.resourceVersion)
         case .node:
-            let node = cache.node?.metadata.name == problem.object ? cache.node : nil
+            let node = cache.node?.metadata.name == object.name ? cache.node : nil
             reference = ObjectReference(
-                kind: "Node", namespace: nil, name: problem.object, uid: node?.metadata.uid ?? problem.object)
+                kind: "Node", namespace: nil, name: object.name, uid: node?.metadata.uid ?? object.name)
+        case .file, .staticService:
+            return nil
         }
         // One name per problem and node: an agent that restarts does not record the same Event again
         // (the server answers 409 while the first one lives, an hour by default).
-        let identity = [configuration.nodeName ?? "", problem.kind.rawValue, problem.object, problem.field, problem.message]
+        let identity = [
+            configuration.nodeName ?? "", object.kind.rawValue, object.qualifiedName, problem.field, problem.message,
+        ]
         let name = "\(reference.name ?? "object").canary-agent.\(Self.fnv1a(identity.joined(separator: "\u{0}")))"
         return EventRecord(
             involvedObject: reference, reason: problem.reason, message: "\(problem.field): \(problem.message)",

@@ -24,6 +24,8 @@ struct TranslationCache: Sendable {
 
     /// The last translation; nil before the first.
     private(set) var last: Translation?
+    /// How many translations took the touched Services only (for tests: the fast path is taken).
+    private(set) var incrementalTranslations = 0
     /// The Services to translate again; nil: all of them.
     private var touched: Set<ObjectKey>?
 
@@ -32,10 +34,9 @@ struct TranslationCache: Sendable {
     private var serviceOfSlice: [ObjectKey: ObjectKey] = [:]
     private var canaryOf: [ObjectKey: ObjectKey] = [:]
     private var canaryUsers: [ObjectKey: Set<ObjectKey>] = [:]
-    // What the last translation made of each Service object (by its "namespace/name"), and who owns
-    // each virtual service.
-    private var outputs: [String: [ServiceKey]] = [:]
-    private var owners: [ServiceKey: String] = [:]
+    // What the last translation made of each Service object, and which object owns each virtual service.
+    private var outputs: [InputObject: [ServiceKey]] = [:]
+    private var owners: [ServiceKey: InputObject] = [:]
 
     init(endpointsAPI: KubernetesSource.EndpointsAPI, defaultScheduler: Scheduler, acceptExternalIPs: Bool = false) {
         self.endpointsAPI = endpointsAPI
@@ -93,13 +94,16 @@ struct TranslationCache: Sendable {
 
     // MARK: - Translation
 
-    /// The translation now: only the touched Services when that is exact, else everything. Returns
-    /// the translation and the virtual services whose entries differ from the previous
-    /// translation's (nil: any may; empty: none does).
-    mutating func translate() -> (translation: Translation, changed: Set<ServiceKey>?) {
+    /// Translates what changed since the last call: only the touched Services when that is exact,
+    /// else everything. Returns the virtual services whose entries differ from the previous
+    /// translation's, each with its new entry (nil: gone), and every problem now. The first call
+    /// returns every service.
+    mutating func translate() -> (changes: [ServiceKey: DesiredService?], problems: [InputProblem]) {
         defer { touched = [] }
-        if let touched, last != nil, let changed = translateTouched(touched) {
-            return (last!, changed)
+        if let touched, last != nil, let changed = translateTouched(touched), let last {
+            incrementalTranslations += 1
+            let services = last.desiredState.services
+            return (Dictionary(uniqueKeysWithValues: changed.map { ($0, services[$0]) }), last.problems)
         }
         let previous = last
         last = nil
@@ -113,11 +117,10 @@ struct TranslationCache: Sendable {
         outputs = [:]
         owners = [:]
         for service in translation.desiredState.services.values {
-            let object = Self.objectName(of: service)
-            outputs[object, default: []].append(service.key)
-            owners[service.key] = object
+            outputs[service.origin.object, default: []].append(service.key)
+            owners[service.key] = service.origin.object
         }
-        return (translation, previous?.desiredState == translation.desiredState ? [] : nil)
+        return ((previous?.desiredState ?? DesiredState()).changes(to: translation.desiredState), translation.problems)
     }
 
     /// Translates the touched Services into `last` in place and returns the virtual services that
@@ -127,10 +130,10 @@ struct TranslationCache: Sendable {
     private mutating func translateTouched(_ touched: Set<ObjectKey>) -> Set<ServiceKey>? {
         guard let problems = last?.problems else { return nil }
         if touched.isEmpty { return [] }
-        let touchedNames = Set(touched.map(\.description))
+        let touchedNames = Set(touched.map(\.reference))
         // A problem on a touched Service, on the Node, or an address conflict anywhere (the Service
         // that lost may win once the touched one lets the address go): only a full translation is exact.
-        guard !problems.contains(where: { $0.kind == .node || $0.reason == "AddressConflict" || touchedNames.contains($0.object) })
+        guard !problems.contains(where: { $0.object.kind == .node || $0.reason == "AddressConflict" || touchedNames.contains($0.object) })
         else { return nil }
         var nodeScheduler: Scheduler?
         if let value = node?.metadata.labels?[CanaryScheme.nodeSchedulerLabel] {
@@ -138,7 +141,7 @@ struct TranslationCache: Sendable {
             nodeScheduler = scheduler
         }
         // Everything is decided before anything is changed.
-        var results: [(name: String, desired: [DesiredService])] = []
+        var results: [(name: InputObject, desired: [DesiredService])] = []
         var claimed = Set<ServiceKey>()
         for key in touched.sorted() {
             guard let service = services[key],
@@ -152,7 +155,7 @@ struct TranslationCache: Sendable {
                 if let owner = owners[item.key], !touchedNames.contains(owner) { return nil }
                 guard claimed.insert(item.key).inserted else { return nil }
             }
-            results.append((key.description, desired))
+            results.append((key.reference, desired))
         }
         // In place: `last` gives up its reference first, so that its 10,000 entries are not copied.
         var translation = last!
@@ -221,10 +224,5 @@ struct TranslationCache: Sendable {
         let service = ObjectKey(namespace: slice.metadata.namespace, name: name)
         serviceOfSlice[key] = service
         slicesOfService[service, default: []].insert(key)
-    }
-
-    /// The Service object a desired service came from: its name up to the port ("namespace/name").
-    static func objectName(of service: DesiredService) -> String {
-        String(service.name.prefix { $0 != ":" })
     }
 }

@@ -17,8 +17,8 @@ public enum CanaryScheme {
     public static let persistenceTimeoutAnnotation = "canary-agent.io/persistence-timeout"
     /// On the Node: the node's default scheduler.
     public static let nodeSchedulerLabel = "canary-agent.io/scheduler"
-    /// The schedulers a Service or Node may name.
-    public static let supportedSchedulers: [Scheduler] = [.sourceHashing, .roundRobin, .weightedRoundRobin, .maglevHashing]
+    @available(*, deprecated, renamed: "Scheduler.supportedByAgent")
+    public static var supportedSchedulers: [Scheduler] { Scheduler.supportedByAgent }
     /// Kubernetes' default ClientIP affinity timeout.
     public static let defaultAffinityTimeout: UInt32 = 10_800
     /// The longest persistence accepted, as Kubernetes allows for ClientIP affinity.
@@ -26,39 +26,6 @@ public enum CanaryScheme {
 
     static func annotationField(_ key: String) -> String { "metadata.annotations[\(key)]" }
     static func labelField(_ key: String) -> String { "metadata.labels[\(key)]" }
-}
-
-/// Something wrong in one object: the agent keeps that Service as last programmed and reports this.
-public struct SourceProblem: Error, Hashable, Sendable, Comparable, CustomStringConvertible {
-    public enum Kind: String, Sendable, Hashable, Comparable {
-        case service = "Service"
-        case node = "Node"
-        public static func < (l: Kind, r: Kind) -> Bool { l.rawValue < r.rawValue }
-    }
-
-    public var kind: Kind
-    /// `namespace/name` for a Service, the name for a Node.
-    public var object: String
-    /// The field at fault: `metadata.annotations[canary-agent.io/canary-weight]`, `spec.clusterIP`.
-    public var field: String
-    public var message: String
-    /// A CamelCase reason, for the Kubernetes Event: `InvalidCanaryWeight`.
-    public var reason: String
-
-    public init(kind: Kind, object: String, field: String, message: String, reason: String) {
-        self.kind = kind
-        self.object = object
-        self.field = field
-        self.message = message
-        self.reason = reason
-    }
-
-    /// `Service default/web: metadata.annotations[canary-agent.io/canary-weight]: ...`
-    public var description: String { "\(kind.rawValue) \(object): \(field): \(message)" }
-
-    public static func < (l: SourceProblem, r: SourceProblem) -> Bool {
-        (l.kind, l.object, l.field, l.message) < (r.kind, r.object, r.field, r.message)
-    }
 }
 
 /// The endpoint objects the agent reads: EndpointSlices, or core/v1 Endpoints on old clusters.
@@ -94,9 +61,9 @@ public struct TranslationInput: Sendable {
 public struct Translation: Sendable, Hashable {
     public var desiredState: DesiredState
     /// Sorted; at most one per object.
-    public var problems: [SourceProblem]
+    public var problems: [InputProblem]
 
-    public init(desiredState: DesiredState, problems: [SourceProblem]) {
+    public init(desiredState: DesiredState, problems: [InputProblem]) {
         self.desiredState = desiredState
         self.problems = problems
     }
@@ -106,24 +73,22 @@ public struct Translation: Sendable, Hashable {
 ///
 /// For each Service labelled `service.kubernetes.io/service-proxy-name: canary-agent`, each of its
 /// ClusterIPs (both families) and externalIPs, for each of its ports, is one virtual service named
-/// `namespace/name:port-name` (the port number when unnamed). Its stable endpoints are the Service's
+/// `namespace/name:port-name` (the port number when unnamed) and knows its origin (the Service and port). Its stable endpoints are the Service's
 /// own, its canary endpoints those of the Service named by `canary-agent.io/canary-service`, with
 /// `canary-agent.io/canary-weight` percent of new connections. Target ports are resolved per endpoint
 /// group (EndpointSlice or subset) through the group's ports, matched by the Service port's name and
 /// protocol; a canary Service's port is the one with the same name and protocol, or its only port of
 /// that protocol.
 ///
-/// A Service with bad input (see ``SourceProblem``) keeps the virtual services it had in `previous`
-/// (found by their names' `namespace/name:` prefix), or gets none if it is new; every other Service is
+/// A Service with bad input (see ``InputProblem``) keeps the virtual services it had in `previous`
+/// (found by their origin), or gets none if it is new; every other Service is
 /// translated as usual.
 public enum Translator {
     public static func translate(_ input: TranslationInput, previous: DesiredState = DesiredState()) -> Translation {
-        var problems: [SourceProblem] = []
+        var problems: [InputProblem] = []
         let servicesByKey = Dictionary(input.services.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
         let endpointIndex = EndpointIndex(input.endpoints)
-        let previousByObject = Dictionary(grouping: previous.services.values) { service in
-            String(service.name.prefix { $0 != ":" })
-        }
+        let previousByObject = Dictionary(grouping: previous.services.values, by: \.origin.object)
 
         // The node's scheduler; a bad label leaves each Service on the scheduler it has now.
         var nodeScheduler: Scheduler?
@@ -134,9 +99,9 @@ public enum Translator {
             } else {
                 nodeLabelInvalid = true
                 problems.append(
-                    SourceProblem(
-                        kind: .node, object: node.metadata.name ?? "", field: CanaryScheme.labelField(CanaryScheme.nodeSchedulerLabel),
-                        message: "unknown scheduler \"\(value)\"; use \(schedulerList); Services keep their current scheduler",
+                    InputProblem(
+                        object: InputObject(kind: .node, name: node.metadata.name ?? ""), field: CanaryScheme.labelField(CanaryScheme.nodeSchedulerLabel),
+                        message: "unknown scheduler \"\(value)\"; use \(Scheduler.supportedList); Services keep their current scheduler",
                         reason: "UnknownScheduler"))
             }
         }
@@ -146,9 +111,9 @@ public enum Translator {
             .sorted { $0.key < $1.key }
 
         var output: [DesiredService] = []
-        var owners: [ServiceKey: String] = [:]
+        var owners: [ServiceKey: InputObject] = [:]
         for service in stableServices {
-            let objectName = service.key.description
+            let objectName = service.key.reference
             let fallbackScheduler: Scheduler =
                 nodeScheduler
                 ?? (nodeLabelInvalid ? previousByObject[objectName]?.first?.scheduler : nil)
@@ -168,7 +133,7 @@ public enum Translator {
                 result = .failure(
                     problem(
                         service, field: field,
-                        "\(taken.key) is already a virtual service of \(owners[taken.key] ?? "another Service")",
+                        "\(taken.key) is already a virtual service of \(owners[taken.key].map(\.qualifiedName) ?? "another Service")",
                         reason: "AddressConflict"))
             }
             switch result {
@@ -188,14 +153,9 @@ public enum Translator {
         return Translation(desiredState: DesiredState(services: output), problems: problems.sorted())
     }
 
-    static var schedulerList: String {
-        let names = CanaryScheme.supportedSchedulers.map(\.rawValue)
-        return names.dropLast().joined(separator: ", ") + " or " + (names.last ?? "")
-    }
-
     static func parseScheduler(_ text: String) -> Scheduler? {
         let scheduler = Scheduler(rawValue: text.trimmingSpaces)
-        return CanaryScheme.supportedSchedulers.contains(scheduler) ? scheduler : nil
+        return Scheduler.supportedByAgent.contains(scheduler) ? scheduler : nil
     }
 
     static func parseProtocol(_ text: String?) -> IPProtocol? {
@@ -207,8 +167,8 @@ public enum Translator {
         }
     }
 
-    private static func problem(_ service: Service, field: String, _ message: String, reason: String) -> SourceProblem {
-        SourceProblem(kind: .service, object: service.key.description, field: field, message: message, reason: reason)
+    private static func problem(_ service: Service, field: String, _ message: String, reason: String) -> InputProblem {
+        InputProblem(object: service.key.reference, field: field, message: message, reason: reason)
     }
 
     private struct ResolvedPort {
@@ -221,7 +181,7 @@ public enum Translator {
     static func translateService(
         _ service: Service, services: [ObjectKey: Service], endpoints: EndpointIndex, fallbackScheduler: Scheduler,
         acceptExternalIPs: Bool = false
-    ) -> Result<[DesiredService], SourceProblem> {
+    ) -> Result<[DesiredService], InputProblem> {
         let annotations = service.metadata.annotations ?? [:]
         let spec = service.spec ?? Service.Spec(type: nil)
 
@@ -269,7 +229,7 @@ public enum Translator {
                 return .failure(
                     problem(
                         service, field: CanaryScheme.annotationField(CanaryScheme.schedulerAnnotation),
-                        "unknown scheduler \"\(value)\"; use \(schedulerList)", reason: "UnknownScheduler"))
+                        "unknown scheduler \"\(value)\"; use \(Scheduler.supportedList)", reason: "UnknownScheduler"))
             }
             scheduler = parsed
         }
@@ -324,7 +284,7 @@ public enum Translator {
         var desired: [DesiredService] = []
         for port in ports {
             let displayName = port.name.isEmpty ? String(port.port) : port.name
-            let name = "\(service.key):\(displayName)"
+            let origin = ServiceOrigin(object: service.key.reference, port: displayName)
             let stableByFamily = endpoints.resolve(service: service.key, portName: port.name, proto: port.proto)
 
             var canaryByFamily: [IPAddress.Family: [SocketAddress: Endpoint.State]] = [:]
@@ -359,7 +319,7 @@ public enum Translator {
                 }
                 desired.append(
                     DesiredService(
-                        name: name, key: .inet(port.proto, SocketAddress(address: address, port: port.port)),
+                        origin: origin, key: .inet(port.proto, SocketAddress(address: address, port: port.port)),
                         scheduler: scheduler, persistence: persistence, forwarding: .masquerade,
                         stable: endpointList(stableByFamily), canary: endpointList(canaryByFamily),
                         canaryShare: canaryShare))
@@ -446,5 +406,15 @@ extension String {
         while text.first?.isWhitespace == true { text.removeFirst() }
         while text.last?.isWhitespace == true { text.removeLast() }
         return String(text)
+    }
+}
+
+extension ObjectKey {
+    /// The Service with this key, as the core names objects.
+    var reference: InputObject { .service(namespace: namespace, name: name) }
+
+    /// The key of a namespaced object the core names.
+    init(_ reference: InputObject) {
+        self.init(namespace: reference.namespace, name: reference.name)
     }
 }

@@ -19,8 +19,6 @@ import Yams
 ///       endpoints: [10.9.1.9:80]
 /// ```
 public struct StaticConfiguration: Hashable, Sendable {
-    /// The schedulers a service may name.
-    public static let schedulers: [Scheduler] = [.sourceHashing, .roundRobin, .weightedRoundRobin, .maglevHashing]
 
     /// The scheduler of services that name none.
     public var defaultScheduler: Scheduler
@@ -36,7 +34,7 @@ public struct StaticConfiguration: Hashable, Sendable {
     public var desiredState: DesiredState { DesiredState(services: services) }
 
     /// Reads a configuration; the first problem found is thrown, naming the file, line and field.
-    public init(yaml: String, file: String = "<config>") throws(StaticConfigurationError) {
+    public init(yaml: String, file: String = "<config>") throws(InputProblem) {
         // Aliases bounded, keys single values, duplicate keys one line: before Yams composes the tree.
         try YAMLShapeCheck(file: file).check(yaml)
         let root: Yams.Node?
@@ -46,9 +44,9 @@ public struct StaticConfiguration: Hashable, Sendable {
             // most of the parse's time for a file of 10,000 services.
             root = try Yams.compose(yaml: yaml, .basic)
         } catch let error as YamlError {
-            throw StaticConfigurationError(file: file, line: error.line, field: "", message: error.problem)
+            throw InputProblem.inFile(file, line: error.line, field: "", message: error.problem)
         } catch {
-            throw StaticConfigurationError(file: file, line: nil, field: "", message: "\(error)")
+            throw InputProblem.inFile(file, line: nil, field: "", message: "\(error)")
         }
         let reader = ConfigurationReader(file: file)
         guard let root else { throw reader.error(at: nil, "", "the file is empty") }
@@ -56,20 +54,16 @@ public struct StaticConfiguration: Hashable, Sendable {
     }
 }
 
-/// One problem in a configuration file: `config.yaml:7: services[0].port: 70000 is not a port (1-65535)`.
-public struct StaticConfigurationError: Error, Hashable, Sendable, CustomStringConvertible {
-    public var file: String
-    /// 1-based line, when the YAML parser knows it.
-    public var line: Int?
-    /// The field's path, like `services[1].canary.weight`; empty for the document itself.
-    public var field: String
-    public var message: String
-
-    public var description: String {
-        let location = line.map { "\(file):\($0)" } ?? file
-        return field.isEmpty ? "\(location): \(message)" : "\(location): \(field): \(message)"
+extension InputProblem {
+    /// A problem in a configuration file: `config.yaml:7: services[0].port: 70000 is not a port (1-65535)`.
+    static func inFile(_ file: String, line: Int?, field: String, message: String) -> InputProblem {
+        InputProblem(object: InputObject(kind: .file, name: file), line: line, field: field, message: message, reason: "InvalidConfiguration")
     }
 }
+
+/// The static file's errors are input problems like every other source's.
+@available(*, deprecated, renamed: "InputProblem")
+public typealias StaticConfigurationError = InputProblem
 
 extension YamlError {
     fileprivate var line: Int? {
@@ -102,13 +96,13 @@ private func hex4(_ value: UInt32) -> String {
 private struct ConfigurationReader {
     let file: String
 
-    func error(at node: Node?, _ field: String, _ message: String) -> StaticConfigurationError {
-        StaticConfigurationError(file: file, line: node?.mark?.line, field: field, message: message)
+    func error(at node: Node?, _ field: String, _ message: String) -> InputProblem {
+        InputProblem.inFile(file, line: node?.mark?.line, field: field, message: message)
     }
 
-    func configuration(_ root: Node) throws(StaticConfigurationError) -> StaticConfiguration {
+    func configuration(_ root: Node) throws(InputProblem) -> StaticConfiguration {
         let fields = try mapping(root, "", allowed: ["scheduler", "services"])
-        let defaultScheduler = try fields["scheduler"].map { node throws(StaticConfigurationError) in
+        let defaultScheduler = try fields["scheduler"].map { node throws(InputProblem) in
             try scheduler(node, "scheduler")
         } ?? .weightedRoundRobin
         guard let servicesNode = fields["services"] else { throw error(at: root, "services", "missing") }
@@ -137,7 +131,7 @@ private struct ConfigurationReader {
     static let serviceFields: Set<String> = ["name", "address", "port", "protocol", "scheduler", "persistence-timeout", "stable", "canary"]
     static let canaryFields: Set<String> = ["weight", "endpoints"]
 
-    func service(_ node: Node, _ path: String, defaultScheduler: Scheduler) throws(StaticConfigurationError) -> DesiredService {
+    func service(_ node: Node, _ path: String, defaultScheduler: Scheduler) throws(InputProblem) -> DesiredService {
         let fields = try mapping(
             node, path,
             allowed: Self.serviceFields)
@@ -167,7 +161,7 @@ private struct ConfigurationReader {
             case let other: throw error(at: protocolNode, "\(path).protocol", "'\(excerpt(other))' is not tcp, udp or sctp")
             }
         }
-        let scheduler = try fields["scheduler"].map { node throws(StaticConfigurationError) in
+        let scheduler = try fields["scheduler"].map { node throws(InputProblem) in
             try self.scheduler(node, "\(path).scheduler")
         } ?? defaultScheduler
         var persistence: Persistence?
@@ -195,13 +189,13 @@ private struct ConfigurationReader {
             throw error(at: fields["canary"], "\(path).canary.endpoints", "\(both.address) is also a stable endpoint")
         }
         return DesiredService(
-            name: name, key: .inet(proto, SocketAddress(address: address, port: UInt16(portValue))), scheduler: scheduler,
+            origin: .staticService(name), key: .inet(proto, SocketAddress(address: address, port: UInt16(portValue))), scheduler: scheduler,
             persistence: persistence, stable: stable, canary: canary, canaryShare: share)
     }
 
     func endpoints(
         _ node: Node, _ path: String, family: IPAddress.Family, virtualAddress: IPAddress
-    ) throws(StaticConfigurationError) -> [Endpoint] {
+    ) throws(InputProblem) -> [Endpoint] {
         guard case .sequence(let list) = node else { throw error(at: node, path, "must be a list of ADDRESS:PORT") }
         var seen: Set<SocketAddress> = []
         var result: [Endpoint] = []
@@ -225,16 +219,16 @@ private struct ConfigurationReader {
         return result
     }
 
-    func scheduler(_ node: Node, _ path: String) throws(StaticConfigurationError) -> Scheduler {
+    func scheduler(_ node: Node, _ path: String) throws(InputProblem) -> Scheduler {
         let name = try string(node, path)
         let scheduler = Scheduler(rawValue: name)
-        guard StaticConfiguration.schedulers.contains(scheduler) else {
-            throw error(at: node, path, "'\(excerpt(name))' is not a scheduler (sh, rr, wrr or mh)")
+        guard Scheduler.supportedByAgent.contains(scheduler) else {
+            throw error(at: node, path, "'\(excerpt(name))' is not a scheduler (\(Scheduler.supportedList))")
         }
         return scheduler
     }
 
-    func mapping(_ node: Node, _ path: String, allowed: Set<String>) throws(StaticConfigurationError) -> [String: Node] {
+    func mapping(_ node: Node, _ path: String, allowed: Set<String>) throws(InputProblem) -> [String: Node] {
         guard case .mapping(let mapping) = node else {
             throw error(at: node, path, path.isEmpty ? "the file must be a mapping with 'services'" : "must be a mapping")
         }
@@ -251,7 +245,7 @@ private struct ConfigurationReader {
         return fields
     }
 
-    func required(_ fields: [String: Node], _ key: String, _ parent: Node, _ path: String) throws(StaticConfigurationError) -> Node {
+    func required(_ fields: [String: Node], _ key: String, _ parent: Node, _ path: String) throws(InputProblem) -> Node {
         guard let node = fields[key] else { throw error(at: parent, path.isEmpty ? key : "\(path).\(key)", "missing") }
         return node
     }
@@ -262,7 +256,7 @@ private struct ConfigurationReader {
     func integer(
         _ node: Node, _ path: @autoclosure () -> String, _ range: ClosedRange<Int>, what: String,
         outOfRange: (String) -> String
-    ) throws(StaticConfigurationError) -> Int {
+    ) throws(InputProblem) -> Int {
         guard case .scalar(let scalar) = node else { throw error(at: node, path(), "must be a single value") }
         let text = scalar.string
         switch scalar.style {
@@ -286,7 +280,7 @@ private struct ConfigurationReader {
 
     /// The field paths below are built only when there is an error to report (`@autoclosure`): a
     /// file of 10,000 services would otherwise build a million strings it never shows.
-    func string(_ node: Node, _ path: @autoclosure () -> String) throws(StaticConfigurationError) -> String {
+    func string(_ node: Node, _ path: @autoclosure () -> String) throws(InputProblem) -> String {
         guard case .scalar(let scalar) = node else { throw error(at: node, path(), "must be a single value") }
         return scalar.string
     }

@@ -2,6 +2,7 @@
 // private, and its composer hashes every mapping's keys to find duplicates while it builds the tree,
 // so a check on the composed tree comes too late: an alias bomb used as a key spins inside
 // `Yams.compose`. The check below reads libyaml's events itself, before Yams composes anything.
+import CanaryCore
 internal import CYaml
 
 /// What an alias may repeat, in nodes (scalars, lists and mappings), over the whole file: each alias
@@ -27,7 +28,7 @@ let aliasNodeLimit = 100_000
 struct YAMLShapeCheck {
     let file: String
 
-    func check(_ yaml: String) throws(StaticConfigurationError) {
+    func check(_ yaml: String) throws(InputProblem) {
         guard !yaml.isEmpty else { return }
         var yaml = yaml
         if let failure = yaml.withUTF8({ walk($0) }) { throw failure }
@@ -46,7 +47,7 @@ struct YAMLShapeCheck {
         var index = 0
     }
 
-    private func walk(_ bytes: UnsafeBufferPointer<UInt8>) -> StaticConfigurationError? {
+    private func walk(_ bytes: UnsafeBufferPointer<UInt8>) -> InputProblem? {
         var parser = yaml_parser_t()
         guard yaml_parser_initialize(&parser) == 1 else { return nil }
         defer { yaml_parser_delete(&parser) }
@@ -65,8 +66,8 @@ struct YAMLShapeCheck {
             if stack[top].isMapping { stack[top].expectingKey.toggle() } else { stack[top].index += 1 }
         }
         var expectingKey: Bool { stack.last.map { $0.isMapping && $0.expectingKey } ?? false }
-        func error(_ line: Int, _ frames: ArraySlice<Frame>, _ message: String) -> StaticConfigurationError {
-            StaticConfigurationError(file: file, line: line, field: Self.path(frames), message: message)
+        func error(_ line: Int, _ frames: ArraySlice<Frame>, _ message: String) -> InputProblem {
+            InputProblem.inFile(file, line: line, field: Self.path(frames), message: message)
         }
 
         var event = yaml_event_t()

@@ -129,10 +129,7 @@ struct Explanation: Encodable {
         }
     }
 
-    static func percent(_ fraction: Double) -> String {
-        let hundredths = (fraction * 10_000).rounded()
-        return "\(Int(hundredths) / 100).\(String(format: "%02d", Int(hundredths) % 100))%"
-    }
+    static func percent(_ fraction: Double) -> String { percentText(fraction, decimals: 2...2) }
 
     var text: String {
         var lines = [

@@ -1,14 +1,15 @@
 import ArgumentParser
 import CanaryAgent
+import CanaryCore
 import Foundation
 import IPVS
 import IPVSNetlink
 import KubernetesClient
 import KubernetesSource
+import StaticConfig
 import Logging
 import Metrics
 import Prometheus
-import ServiceLifecycle
 
 /// `canary-agent run`: the daemon.
 struct RunCommand: AsyncParsableCommand {
@@ -102,27 +103,14 @@ struct RunCommand: AsyncParsableCommand {
         let (source, client) = try makeSource(logger: logger)
         guard destinationMetricsLimit >= 0 else { throw CommandError("--destination-metrics-limit: must be 0 or more") }
         let metrics = AgentMetrics(factory: factory, destinationSeriesLimit: destinationMetricsLimit)
-        let reconciler = Reconciler(
-            kernel: kernel, node: node, settings: settings, metrics: metrics, sourceSummary: source.summary, logger: logger)
-        // The scrape's dumps on a connection of their own: a sync never waits for one.
-        let trafficSampler = TrafficSampler(kernel: try openKernel(), reconciler: reconciler, metrics: metrics)
-        let endpoints = HTTPEndpoints(
-            host: listenAddress.host, port: listenAddress.port, reconciler: reconciler, registry: registry,
-            trafficSampler: trafficSampler, logger: logger)
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [
-                    .init(service: ReconcilerService(reconciler: reconciler)),
-                    .init(service: SourceService(source: source, reconciler: reconciler, logger: logger)),
-                    .init(service: endpoints),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+        let agent = Agent(
+            kernel: kernel, scrapeKernel: try openKernel(), node: node, source: source, settings: settings, metrics: metrics,
+            registry: registry, listen: (listenAddress.host, listenAddress.port), logger: logger)
         logger.info(
             "canary-agent starting",
             metadata: ["source": "\(source.summary)", "interface": "\(interface)", "listen": "\(listen)"])
         do {
-            try await group.run()
+            try await agent.run()
         } catch {
             await client?.shutdown()
             throw CommandError("\(error)")
@@ -147,8 +135,8 @@ struct RunCommand: AsyncParsableCommand {
             return (StaticFileSource(path: config, logger: logger), nil)
         }
         let defaultScheduler = Scheduler(rawValue: scheduler)
-        guard CanaryScheme.supportedSchedulers.contains(defaultScheduler) else {
-            throw CommandError("--scheduler: '\(scheduler)' is not one of sh, rr, wrr, mh")
+        guard Scheduler.supportedByAgent.contains(defaultScheduler) else {
+            throw CommandError("--scheduler: '\(scheduler)' is not one of \(Scheduler.supportedList)")
         }
         guard let endpointsSource = KubernetesSource.EndpointsAPI(rawValue: endpointsAPI) else {
             throw CommandError("--endpoints-api: '\(endpointsAPI)' is not endpointslices or endpoints")
@@ -205,30 +193,5 @@ struct ListenAddress {
         guard !host.isEmpty else { return nil }
         self.host = host
         self.port = port
-    }
-}
-
-/// The reconciler's loop, stopped on graceful shutdown.
-struct ReconcilerService: ServiceLifecycle.Service {
-    let reconciler: Reconciler
-    func run() async throws {
-        // Graceful shutdown cancels the loop, which then returns: a normal end.
-        await cancelWhenGracefulShutdown { await reconciler.run() }
-    }
-}
-
-/// A source, feeding the reconciler until graceful shutdown.
-struct SourceService: ServiceLifecycle.Service {
-    let source: any DesiredStateSource
-    let reconciler: Reconciler
-    let logger: Logger
-    func run() async throws {
-        do {
-            try await cancelWhenGracefulShutdown {
-                try await source.run { event in await reconciler.submit(event) }
-            }
-        } catch is CancellationError {
-            // Graceful shutdown cancels the source: a normal end.
-        }
     }
 }

@@ -5,6 +5,7 @@ import IPVSTestSupport
 import Logging
 import Prometheus
 import ServiceLifecycle
+import StaticConfig
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -46,7 +47,7 @@ struct EndpointsAndSourcesTests {
         #expect(try await Self.get(base + "/desired").0 == 503)
         #expect(try await Self.get(base + "/nope").0 == 404)
 
-        await reconciler.submit(.desired(DesiredState(services: [ReconcilerTests.web]), problems: [], receivedAt: .now))
+        await reconciler.submit(.changed(.replaceAll(DesiredState(services: [ReconcilerTests.web])), problems: [], receivedAt: .now))
         await reconciler.fullSync()
         #expect(try await Self.get(base + "/readyz") == (200, "ready\n"))
 
@@ -105,14 +106,14 @@ struct EndpointsAndSourcesTests {
         defer { running.cancel() }
         var iterator = events.makeAsyncIterator()
 
-        guard case .desired(let first, _, _, _) = try #require(await iterator.next()) else {
+        guard case .changed(.replaceAll(let first), _, _) = try #require(await iterator.next()) else {
             Issue.record("the first event is not a desired state")
             return
         }
         #expect(first.services.values.first?.canaryShare == CanaryShare(basisPoints: 1000))
 
         try write(weight: "25")
-        guard case .desired(let second, _, _, _) = try #require(await iterator.next()) else {
+        guard case .changed(.replaceAll(let second), _, _) = try #require(await iterator.next()) else {
             Issue.record("the change is not a desired state")
             return
         }
@@ -123,7 +124,8 @@ struct EndpointsAndSourcesTests {
             Issue.record("a bad file is not rejected")
             return
         }
-        #expect(problem.object == "\(file.path):7")
+        #expect(problem.object == InputObject(kind: .file, name: file.path))
+        #expect(problem.line == 7)
         #expect(problem.field == "services[0].canary.weight")
     }
 }

@@ -8,7 +8,6 @@ final class InMemoryNodePlumbing: NodePlumbing, @unchecked Sendable {
     private let lock = NSLock()
     private var _addresses: Set<IPAddress> = []
     private var _masqueraded: Set<IPAddress>?
-    private var _preparations: [Bool] = []
     private var _failBind: Set<IPAddress> = []
     private var _bindRequests = 0
     private var _masqueradeCalls: [MasqueradeCall] = []
@@ -23,21 +22,21 @@ final class InMemoryNodePlumbing: NodePlumbing, @unchecked Sendable {
 
     var addresses: Set<IPAddress> { lock.withLock { _addresses } }
     var masqueraded: Set<IPAddress>? { lock.withLock { _masqueraded } }
-    /// The `ipv6` argument of every `prepare` call.
-    var preparations: [Bool] { lock.withLock { _preparations } }
 
     /// How many times `bind` was called (each call may bind many addresses).
     var bindRequests: Int { lock.withLock { _bindRequests } }
     /// Every masquerade call, in order.
     var masqueradeCalls: [MasqueradeCall] { lock.withLock { _masqueradeCalls } }
 
-    func failBinding(_ address: IPAddress) { lock.withLock { _ = _failBind.insert(address) } }
+    /// Makes `bind` refuse the address (or take it again).
+    func failBinding(_ address: IPAddress, _ fail: Bool = true) {
+        lock.withLock {
+            if fail { _failBind.insert(address) } else { _failBind.remove(address) }
+        }
+    }
     func failMasqueradeUpdates(_ fail: Bool) { lock.withLock { _failMasqueradeUpdates = fail } }
 
-    func prepare(ipv6: Bool) throws(NodeNetworkError) -> [String] {
-        lock.withLock { _preparations.append(ipv6) }
-        return []
-    }
+    func prepare(ipv6: Bool) throws(NodeNetworkError) -> [String] { [] }
 
     func boundAddresses() throws(NodeNetworkError) -> Set<IPAddress> { addresses }
 

@@ -44,7 +44,7 @@ struct ReconcilerTests {
         }
 
         func submit(_ services: [DesiredService]) async {
-            await reconciler.submit(.desired(DesiredState(services: services), problems: [], receivedAt: .now))
+            await reconciler.submit(.changed(.replaceAll(DesiredState(services: services)), problems: [], receivedAt: .now))
         }
 
         /// The kernel's table, indexed.
@@ -112,29 +112,49 @@ struct ReconcilerTests {
         #expect(status == Double(try bench.table().values.reduce(0) { $0 + $1.destinations.count }))
     }
 
-    @Test("a source's list of changed services is what the reconciler takes and plans, without comparing the others")
-    func changedHintLimitsTheComparison() async throws {
+    @Test("an update names the services that changed with their new entries: those are planned, the others stay")
+    func updateChangesOnlyItsServices() async throws {
         let bench = Bench()
         await bench.submit([Self.web, Self.api])
         await bench.reconciler.fullSync()
         let web = Self.service("web", "10.96.0.10:80", stable: ["10.9.1.2:80"], canary: ["10.9.1.9:80"], share: 5000)
-        let api = Self.service("api", "10.96.0.11:8080", stable: ["10.9.2.2:8080", "10.9.2.3:8080"])
+        let dns = Self.service("dns", "10.96.0.12:53", stable: ["10.9.3.2:53"], proto: .udp)
         await bench.reconciler.submit(
-            .desired(DesiredState(services: [web, api]), problems: [], receivedAt: .now, changed: [web.key]))
+            .changed(.update([web.key: web, dns.key: dns, Self.api.key: nil]), problems: [], receivedAt: .now))
         await bench.reconciler.incrementalSync()
-        let table = try bench.table()
-        // web's leaving destinations drain (weight 0); its live ones are the new ones.
-        #expect(Self.shape(table)[web.key]?.filter { $0.value > 0 } == Self.shape(Bench.expected([web]))[web.key])
-        // api is not in the list: the source vouches it did not change, so it is neither compared
-        // nor taken (the list is a promise; KubernetesSource's is checked against full translations).
-        #expect(Self.shape(table)[Self.api.key] == Self.shape(Bench.expected([Self.api]))[Self.api.key])
+        let live = Self.shape(try bench.table()).mapValues { $0.filter { $0.value > 0 } }.filter { !$0.value.isEmpty }
+        // web's leaving destinations drain (weight 0); api drains whole (its destinations at 0).
+        #expect(live == Self.shape(Bench.expected([web, dns])), "\(live)")
+        // An update that repeats what is there changes nothing: no operation.
+        let before = bench.netlinkOperations("edit-destination") + bench.netlinkOperations("add-destination")
+        await bench.reconciler.submit(.changed(.update([web.key: web]), problems: [], receivedAt: .now))
+        await bench.reconciler.incrementalSync()
+        #expect(bench.netlinkOperations("edit-destination") + bench.netlinkOperations("add-destination") == before)
+        // The drift check finds the same: the update was the whole truth.
         await bench.reconciler.fullSync()
-        let afterDriftCheck = Self.shape(try bench.table()).mapValues { $0.filter { $0.value > 0 } }
-        #expect(afterDriftCheck == Self.shape(Bench.expected([web, Self.api])), "\(afterDriftCheck)")
-        // A state without a list is compared whole.
-        await bench.submit([web, api])
-        await bench.reconciler.incrementalSync()
-        #expect(Self.shape(try bench.table())[api.key]?.filter { $0.value > 0 } == Self.shape(Bench.expected([api]))[api.key])
+        let afterDriftCheck = Self.shape(try bench.table()).mapValues { $0.filter { $0.value > 0 } }.filter { !$0.value.isEmpty }
+        #expect(afterDriftCheck == Self.shape(Bench.expected([web, dns])), "\(afterDriftCheck)")
+    }
+
+    @Test("an address that cannot be bound leaves its services unprogrammed and reported; a later full sync binds it")
+    func failedBindIsRetried() async throws {
+        let bench = Bench()
+        let address = try #require(IPAddress("10.96.0.10"))
+        bench.node.failBinding(address)
+        await bench.submit([Self.web, Self.api])
+        await bench.reconciler.fullSync()
+        #expect(try bench.table().keys.sorted() == [Self.api.key])
+        #expect(!bench.node.addresses.contains(address))
+        #expect(try bench.metrics.expectCounter("canary_agent_errors_total", [("reason", "address_bind")]).values.count == 1)
+        var status = await bench.reconciler.status()
+        #expect(status.services.first { $0.name == "web" }?.programmed == false)
+        #expect(status.services.first { $0.name == "api" }?.programmed == true)
+
+        bench.node.failBinding(address, false)
+        await bench.reconciler.fullSync()
+        #expect(Self.shape(try bench.table()) == Self.shape(Bench.expected([Self.web, Self.api])))
+        status = await bench.reconciler.status()
+        #expect(status.services.allSatisfy { $0.programmed })
     }
 
     @Test("a failed hairpin update is reported and the next full sync rewrites the set")
@@ -288,7 +308,7 @@ struct ReconcilerTests {
         await bench.reconciler.fullSync()
         let before = try bench.table()
 
-        await bench.reconciler.submit(.rejected(AgentProblem(object: "config.yaml:7", field: "services[0].port", message: "70000 is not a port")))
+        await bench.reconciler.submit(.rejected(InputProblem(object: InputObject(kind: .file, name: "config.yaml"), line: 7, field: "services[0].port", message: "70000 is not a port")))
         await bench.reconciler.incrementalSync()
         await bench.reconciler.fullSync()
         #expect(Self.shape(try bench.table()) == Self.shape(before))
@@ -327,7 +347,7 @@ struct ReconcilerTests {
         var web = Self.web
         for percent in [20, 30, 40] {
             web.canaryShare = CanaryShare(basisPoints: percent * 100)!
-            await bench.reconciler.submit(.desired(DesiredState(services: [web, Self.api]), problems: [], receivedAt: firstChange))
+            await bench.reconciler.submit(.changed(.replaceAll(DesiredState(services: [web, Self.api])), problems: [], receivedAt: firstChange))
             try await Task.sleep(for: .milliseconds(5))
         }
         await bench.reconciler.incrementalSync()
@@ -338,6 +358,28 @@ struct ReconcilerTests {
         let latencies = bench.metrics.timers(label: "canary_agent_event_to_kernel_seconds").flatMap(\.values)
         #expect(latencies.count == 2)
         #expect((latencies.last ?? 0) >= 15_000_000, "measured from the first change, 3 × 5 ms before the sync")
+    }
+
+    @Test("the running loop folds changes that arrive within its window into one sync")
+    func loopFoldsABurst() async throws {
+        var settings = Reconciler.Settings()
+        // A window far longer than the burst takes on a loaded machine: every change lands in it.
+        settings.syncWindow = .seconds(2)
+        settings.driftCheckInterval = .seconds(3600)
+        let bench = Bench(settings: settings)
+        let loop = Task { await bench.reconciler.run() }
+        defer { loop.cancel() }
+        await bench.submit([Self.web])
+        try await waitUntil { bench.reconciler.isReady }
+        var web = Self.web
+        for percent in [20, 30, 40] {
+            web.canaryShare = CanaryShare(basisPoints: percent * 100)!
+            await bench.submit([web, Self.api])
+        }
+        let expected = Self.shape(Bench.expected([web, Self.api]))
+        try await waitUntil { Self.shape(try bench.table()) == expected }
+        let incremental = bench.metrics.timers(label: "canary_agent_sync_duration_seconds", dimensions: [("kind", "incremental")])
+        #expect(incremental.flatMap(\.values).count == 1, "three changes, one sync")
     }
 
     @Test("the loop applies a change within its window and repairs drift at its period")
@@ -422,7 +464,7 @@ struct ReconcilerTests {
         #expect(reconciler.isLive, "waiting for the first desired state is not a stall")
         let loop = Task { await reconciler.run() }
         defer { loop.cancel() }
-        await reconciler.submit(.desired(DesiredState(services: [Self.web]), problems: [], receivedAt: .now))
+        await reconciler.submit(.changed(.replaceAll(DesiredState(services: [Self.web])), problems: [], receivedAt: .now))
         try await waitUntil { reconciler.isReady }
         // Several drift periods pass with the loop turning: live all along.
         for _ in 0..<10 {

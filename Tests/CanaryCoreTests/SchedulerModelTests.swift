@@ -57,7 +57,7 @@ struct WeightedRoundRobinModelTests {
         }
     }
 
-    /// Issue 8: 2667:2667:2667:2000 on a fresh service gives the canary nothing in the first
+    /// 2667:2667:2667:2000 on a fresh service gives the canary nothing in the first
     /// 1,024 connections; programmed at weight 1 and then edited to those weights, the canary gets
     /// exactly 1 (the pass at cw = 1 that was under way), as measured on the real kernel.
     @Test func largeWeightsDelayTheCanary() {
@@ -108,7 +108,7 @@ struct WeightedRoundRobinModelTests {
 
 @Suite("sh model")
 struct SourceHashingModelTests {
-    /// Issue 3's measurement: 9 stable at 90 and 1 canary at 10, the canary most recently added
+    /// Measured on the kernel: 9 stable at 90 and 1 canary at 10, the canary most recently added
     /// (first in the list): the canary takes 10 buckets (3.9 %), three stable ones take 90, 90 and
     /// 66, and six stable ones get none.
     @Test func weightsPast256StarveTheEndOfTheList() {
@@ -165,7 +165,7 @@ struct SourceHashingModelTests {
 
 @Suite("mh model")
 struct MaglevHashingModelTests {
-    /// Issue 3's measurements: 99:1 keeps 49:1 turns (1.98 % of the table; 1.6 % measured on 512
+    /// Measured on the kernel: 99:1 keeps 49:1 turns (1.98 % of the table; 1.6 % measured on 512
     /// clients), 90:10 keeps 9:1 (10 % of the table).
     @Test(arguments: [
         ([99, 1], [49, 1]), ([90, 10], [9, 1]), ([63, 7], [9, 1]), ([2667, 2667, 2000], [41, 41, 31]),

@@ -48,7 +48,7 @@ enum SolverFixture {
 
 @Suite("Weight solver: wrr")
 struct WeightSolverWeightedRoundRobinTests {
-    /// The smallest equal weights whose share is within 0.01 pp (issue 8: 4:4:4:3, not 2667:…:2000).
+    /// The smallest equal weights whose share is within 0.01 pp (4:4:4:3, not 2667:…:2000).
     @Test(arguments: [
         (3, 1, 2000, 4, 3, 15), (1, 1, 1000, 9, 1, 10), (9, 1, 1000, 1, 1, 10), (1, 1, 5000, 1, 1, 2),
         (1, 1, 2500, 3, 1, 4), (24, 1, 1000, 3, 8, 80), (4, 1, 2000, 1, 1, 5), (1, 1, 3333, 2, 1, 3),
@@ -67,7 +67,7 @@ struct WeightSolverWeightedRoundRobinTests {
         #expect((assignment.explanation == nil) == (share == Double(basisPoints) / 10_000 && cycle <= 1024))
     }
 
-    /// Issue 8's replay: over the first cycle of the kernel's wrr order (fresh service, and
+    /// A replay: over the first cycle of the kernel's wrr order (fresh service, and
     /// programmed one destination at a time), the canary's count is within one connection of
     /// its share of that many connections.
     @Test(arguments: [
@@ -202,7 +202,7 @@ struct WeightSolverSourceHashingTests {
         #expect(WeightSolver.solve(service).weights.values.allSatisfy { $0 == 1 })
     }
 
-    /// Issue 3: weights 90 × 9 and 10 starved six stable endpoints; the solver's weights never sum
+    /// Weights 90 × 9 and 10 starved six stable endpoints; the solver's weights never sum
     /// past 256.
     @Test func nineStableOneCanaryAtTenPercent() {
         let service = SolverFixture.service(.sourceHashing, stable: 9, canary: 1, basisPoints: 1000)
@@ -266,7 +266,7 @@ struct WeightSolverMaglevTests {
         return max(abs(Double(range.lowerBound) - target), abs(Double(range.upperBound) - target))
     }
 
-    /// Issue 3: the naive 99:1 becomes 49:1 turns (about 2 %) and 90:10 becomes 9:1. The solver's
+    /// The naive 99:1 becomes 49:1 turns (about 2 %) and 90:10 becomes 9:1. The solver's
     /// turns come through the quantisation unchanged, the reported share is the populate loop's
     /// for the assumed order, and over every list order they are at least as close as the naive
     /// weights (the target's basis points split evenly).

@@ -26,11 +26,11 @@ import Glibc
 struct SolverTrafficTests {
     // MARK: wrr
 
-    /// Issue 8: 3 stable and 1 canary at 20 % solve to 4:4:4:3 (cycle 15), and the canary gets its
+    /// 3 stable and 1 canary at 20 % solve to 4:4:4:3 (cycle 15), and the canary gets its
     /// share of the first 1,024 connections at once (1 + 68 × 3 = 205: the first pass at cw = 1
     /// left by the adds, then 68 whole cycles). With 2667:2667:2667:2000 the same adds leave that
     /// pass at cw = 1 (the first destination alone has gcd 2667, so mw = 1), then cw restarts at
-    /// 2667 and the canary waits 2,001 connections: 1 of the first 1,024, as issue 8 measured.
+    /// 2667 and the canary waits 2,001 connections: 1 of the first 1,024 on the kernel.
     @Test func wrrFirst1024Connections() throws {
         let service = Self.service(.weightedRoundRobin, virtualIndex: 1, stable: 3, canary: 1, basisPoints: 2000)
         let assignment = WeightSolver.solve(service)
@@ -97,7 +97,7 @@ struct SolverTrafficTests {
         #expect(abs(observed - assignment.effectiveCanaryShare) <= Self.threeSigma(assignment.effectiveCanaryShare, run.clients.count))
     }
 
-    /// Issue 3's starvation: 9 stable at 90 and 1 canary at 10, the canary added last. The six
+    /// Starvation: 9 stable at 90 and 1 canary at 10, the canary added last. The six
     /// stable destinations the model gives no bucket get no connection.
     @Test func shWeightsPast256Starve() throws {
         let service = Self.service(.sourceHashing, virtualIndex: 31, stable: 9, canary: 1, basisPoints: 1000)

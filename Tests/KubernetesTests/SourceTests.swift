@@ -3,16 +3,25 @@ import Foundation
 import IPVS
 import KubernetesClient
 import MetricsTestKit
+import Synchronization
 import Testing
 
 @testable import KubernetesSource
 
 @Suite("KubernetesSource end to end against a stand-in API server", .timeLimit(.minutes(1)))
 struct SourceTests {
+    /// One update, and the desired state the updates so far add up to.
+    struct Seen: Sendable {
+        var update: KubernetesSource.Update
+        var desiredState: DesiredState
+        var problems: [InputProblem] { update.problems }
+        var newProblems: [InputProblem] { update.newProblems }
+    }
+
     /// Starts the server with `objects`, runs a KubernetesSource for node-1 against it, and hands its updates to `body`.
     private func withSource(
         _ objects: [JSON], configure: (inout KubernetesSource.Configuration) -> Void = { _ in },
-        _ body: (FakeAPIServer, Recorder<KubernetesSource.Update>) async throws -> Void
+        _ body: (FakeAPIServer, Recorder<Seen>) async throws -> Void
     ) async throws {
         try await withAPIServer { server, certificates in
             try await server.perform { state in
@@ -25,15 +34,25 @@ struct SourceTests {
     /// Runs a KubernetesSource for node-1 against `server` while `body` runs.
     private func runSource(
         _ server: FakeAPIServer, _ certificates: TestCertificates, configure: (inout KubernetesSource.Configuration) -> Void = { _ in },
-        _ body: (Recorder<KubernetesSource.Update>) async throws -> Void
+        _ body: (Recorder<Seen>) async throws -> Void
     ) async throws {
         try await withClient(try serverConfiguration(server, certificates)) { client in
             var configuration = KubernetesSource.Configuration(nodeName: "node-1", defaultScheduler: .weightedRoundRobin)
             configuration.informer = fastInformerOptions()
             configure(&configuration)
             let source = KubernetesSource(client: client, configuration: configuration)
-            let recorder = Recorder<KubernetesSource.Update>()
-            try await whileRunning({ await source.run { await recorder.append($0) } }) {
+            let recorder = Recorder<Seen>()
+            // The updates are changes: folded here as the reconciler folds them, into one state.
+            let state = Mutex(DesiredState())
+            try await whileRunning({
+                await source.run { update in
+                    let folded = state.withLock { state in
+                        _ = state.apply(.update(update.changes))
+                        return state
+                    }
+                    await recorder.append(Seen(update: update, desiredState: folded))
+                }
+            }) {
                 try await body(recorder)
             }
         }
@@ -101,9 +120,9 @@ struct SourceTests {
 
     /// The first update (after the first `after` ones) that matches.
     private func update(
-        _ recorder: Recorder<KubernetesSource.Update>, _ what: String, after: Int = 0,
-        where predicate: @escaping @Sendable (KubernetesSource.Update) -> Bool
-    ) async throws -> KubernetesSource.Update {
+        _ recorder: Recorder<Seen>, _ what: String, after: Int = 0,
+        where predicate: @escaping @Sendable (Seen) -> Bool
+    ) async throws -> Seen {
         try await eventually(what) { await recorder.first(after: after, where: predicate) }
     }
 
@@ -167,8 +186,8 @@ struct SourceTests {
             let afterBad = try await update(recorder, "problem and other's endpoint") {
                 !$0.problems.isEmpty && $0.desiredState.services.values.contains { $0.name == "default/other:http" && $0.stable.count == 2 }
             }
-            let problem = SourceProblem(
-                kind: .service, object: "default/nginx-v1", field: "metadata.annotations[canary-agent.io/canary-weight]",
+            let problem = InputProblem(
+                object: .service(namespace: "default", name: "nginx-v1"), field: "metadata.annotations[canary-agent.io/canary-weight]",
                 message: "\"abc\" is not a percentage from 0 to 100 with at most two decimals", reason: "InvalidCanaryWeight")
             #expect(afterBad.problems == [problem])
             // Reported as new once, whether both changes came in one update or in two.

@@ -31,8 +31,12 @@ func virtualService(
     persistence: Persistence? = nil, stable: [String], draining: [String] = [], canary: [String] = [],
     share: String = "0"
 ) -> DesiredService {
-    DesiredService(
-        name: name, key: .inet(proto, socket(address)), scheduler: scheduler, persistence: persistence,
+    // The literal names the Service and its port, as the translator's origin does.
+    let object = name.prefix { $0 != ":" }.split(separator: "/", maxSplits: 1).map(String.init)
+    let port = name.split(separator: ":", maxSplits: 1).dropFirst().first.map(String.init)
+    return DesiredService(
+        origin: ServiceOrigin(object: .service(namespace: object[0], name: object[1]), port: port),
+        key: .inet(proto, socket(address)), scheduler: scheduler, persistence: persistence,
         forwarding: .masquerade,
         stable: (stable.map { Endpoint(socket($0)) } + draining.map { Endpoint(socket($0), state: .draining) }).sorted(),
         canary: canary.map { Endpoint(socket($0)) }.sorted(), canaryShare: CanaryShare(percentText: share) ?? .zero)
@@ -176,8 +180,8 @@ struct TranslatorTests {
             previous: good.desiredState)
         #expect(
             result.problems == [
-                SourceProblem(
-                    kind: .node, object: "node-1", field: "metadata.labels[canary-agent.io/scheduler]",
+                InputProblem(
+                    object: InputObject(kind: .node, name: "node-1"), field: "metadata.labels[canary-agent.io/scheduler]",
                     message: "unknown scheduler \"fastest\"; use sh, rr, wrr or mh; Services keep their current scheduler",
                     reason: "UnknownScheduler")
             ])
@@ -205,8 +209,8 @@ struct TranslatorTests {
 
         #expect(result.problems.count == 1)
         let problem = try #require(result.problems.first)
-        #expect(problem.kind == .service)
-        #expect(problem.object == "default/nginx-v1")
+        #expect(problem.object.kind == .service)
+        #expect(problem.object == .service(namespace: "default", name: "nginx-v1"))
         #expect(problem.field == field)
         #expect(problem.reason == reason)
         #expect(problem.message.contains(messageContains), "message: \(problem.message)")
@@ -330,7 +334,7 @@ struct TranslatorTests {
         let first = Fixtures.service("a", clusterIPs: ["10.96.0.1"], externalIPs: ["192.0.2.1"])
         let second = Fixtures.service("b", clusterIPs: ["10.96.0.2"], externalIPs: ["192.0.2.1"])
         let result = Translator.translate(try translationInput([first, second], acceptExternalIPs: true))
-        #expect(result.problems.map(\.object) == ["default/b"])
+        #expect(result.problems.map(\.object) == [.service(namespace: "default", name: "b")])
         #expect(result.problems.map(\.field) == ["spec.externalIPs"])
         #expect(Set(result.desiredState.services.values.map(\.name)) == ["default/a:http"])
     }
@@ -365,7 +369,7 @@ struct TranslatorTests {
         let after = Translator.translate(try translationInput([bad, slice], acceptExternalIPs: true), previous: before.desiredState)
         #expect(after.problems.map(\.field) == [field])
         #expect(after.problems.map(\.reason) == ["UnusableAddress"])
-        #expect(after.problems.allSatisfy { $0.object == "default/web" && !$0.message.contains("\n") })
+        #expect(after.problems.allSatisfy { $0.object == .service(namespace: "default", name: "web") && !$0.message.contains("\n") })
         #expect(after.desiredState == before.desiredState)
     }
 

@@ -13,11 +13,11 @@ struct StaticConfigurationLimitsTests {
     /// thread is left spinning, the test fails).
     static func parse(
         _ yaml: String, file: String = "agent.yaml", within seconds: Double = 60
-    ) -> Result<StaticConfiguration, StaticConfigurationError>? {
+    ) -> Result<StaticConfiguration, InputProblem>? {
         let outcome = Outcome()
         let done = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
-            outcome.set(Result { () throws(StaticConfigurationError) in try StaticConfiguration(yaml: yaml, file: file) })
+            outcome.set(Result { () throws(InputProblem) in try StaticConfiguration(yaml: yaml, file: file) })
             done.signal()
         }
         guard done.wait(timeout: .now() + seconds) == .success else {
@@ -29,13 +29,13 @@ struct StaticConfigurationLimitsTests {
 
     final class Outcome: @unchecked Sendable {
         private let lock = NSLock()
-        private var result: Result<StaticConfiguration, StaticConfigurationError>?
-        func set(_ result: Result<StaticConfiguration, StaticConfigurationError>) { lock.withLock { self.result = result } }
-        var value: Result<StaticConfiguration, StaticConfigurationError>? { lock.withLock { result } }
+        private var result: Result<StaticConfiguration, InputProblem>?
+        func set(_ result: Result<StaticConfiguration, InputProblem>) { lock.withLock { self.result = result } }
+        var value: Result<StaticConfiguration, InputProblem>? { lock.withLock { result } }
     }
 
     /// The error a refused file gives, or nil (and a recorded issue) if it was accepted or hung.
-    static func refusal(_ yaml: String, file: String = "agent.yaml") -> StaticConfigurationError? {
+    static func refusal(_ yaml: String, file: String = "agent.yaml") -> InputProblem? {
         switch parse(yaml, file: file) {
         case .failure(let error)?: return error
         case .success?: Issue.record("accepted a file that should be refused"); return nil

@@ -14,6 +14,9 @@ public struct WeightAssignment: Hashable, Sendable {
     /// wrr only: connections in one cycle of the kernel's scheduler (`sum(weights) / gcd`); the
     /// share holds exactly over each whole cycle. nil for other schedulers.
     public var cycleLength: Int?
+    /// Every endpoint address once, in the service's order (stable, then canary; a duplicate's
+    /// first occurrence): the destinations of the kernel's entry, in the order they are added.
+    public var destinationOrder: [SocketAddress] = []
 
     public init(
         weights: [SocketAddress: Int32], effectiveCanaryShare: Double, explanation: String? = nil,

@@ -6,7 +6,7 @@ import Synchronization
 /// Over one cycle of `sum(weights) / gcd` connections wrr gives each destination exactly its part
 /// of the total weight (see `WeightedRoundRobinModel`), so the canary's share is
 /// `canaryTotal / total`. But within a cycle the kernel serves the largest weights first: a long
-/// cycle delays the share (issue 8). So the solver takes the smallest weights, not the largest,
+/// cycle delays the share. So the solver takes the smallest weights, not the largest,
 /// that put the share within 0.01 percentage point of the target.
 enum WeightedRoundRobinSolver {
     /// The precision asked for: 0.01 percentage point, one basis point.

@@ -125,15 +125,7 @@ struct SolverEndpoints {
 /// Helpers shared by the per-scheduler solvers.
 enum SolverSupport {
     /// A share as a percentage with up to four decimals: "10%", "10.1562%".
-    static func percent(_ share: Double) -> String {
-        let scaled = Int((share * 1_000_000).rounded())
-        let whole = scaled / 10_000, fraction = scaled % 10_000
-        guard fraction != 0 else { return "\(whole)%" }
-        var digits = String(fraction)
-        while digits.count < 4 { digits = "0" + digits }
-        while digits.hasSuffix("0") { digits.removeLast() }
-        return "\(whole).\(digits)%"
-    }
+    static func percent(_ share: Double) -> String { percentText(share) }
 
     /// "a, b, c and 4 more".
     static func list(_ addresses: [SocketAddress], limit: Int = 8) -> String {

@@ -1,9 +1,7 @@
 import CanaryCore
 import Foundation
 import Logging
-import ServiceLifecycle
 import UnixSignals
-import StaticConfig
 
 /// The desired state from a static YAML file (`canary-agent run --config FILE`), for hosts outside
 /// a cluster.
@@ -31,14 +29,14 @@ public struct StaticFileSource: DesiredStateSource {
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
-            return .rejected(AgentProblem(object: path, field: "", message: "cannot be read: \(error.localizedDescription)"))
+            return .rejected(.inFile(path, line: nil, field: "", message: "cannot be read: \(error.localizedDescription)"))
         }
         do {
             let configuration = try StaticConfiguration(yaml: text, file: path)
-            return .desired(configuration.desiredState, problems: [], receivedAt: .now)
+            // A file has no finer change than the whole: the reconciler compares it with what it holds.
+            return .changed(.replaceAll(configuration.desiredState), problems: [], receivedAt: .now)
         } catch {
-            let location = error.line.map { "\(error.file):\($0)" } ?? error.file
-            return .rejected(AgentProblem(object: location, field: error.field, message: error.message))
+            return .rejected(error)
         }
     }
 

@@ -80,8 +80,8 @@ public struct Persistence: Hashable, Sendable, Codable {
 /// One virtual service as the agent wants it: where it listens, how it schedules, and its
 /// stable and canary endpoints with the share of new connections the canary gets.
 public struct DesiredService: Hashable, Sendable {
-    /// A name for people: "default/web:http" in Kubernetes, the config's name in static mode.
-    public var name: String
+    /// The object and port it comes from.
+    public var origin: ServiceOrigin
     public var key: ServiceKey
     public var scheduler: Scheduler
     public var persistence: Persistence?
@@ -92,11 +92,11 @@ public struct DesiredService: Hashable, Sendable {
     public var canaryShare: CanaryShare
 
     public init(
-        name: String, key: ServiceKey, scheduler: Scheduler, persistence: Persistence? = nil,
+        origin: ServiceOrigin, key: ServiceKey, scheduler: Scheduler, persistence: Persistence? = nil,
         forwarding: ForwardingMethod = .masquerade, stable: [Endpoint], canary: [Endpoint] = [],
         canaryShare: CanaryShare = .zero
     ) {
-        self.name = name
+        self.origin = origin
         self.key = key
         self.scheduler = scheduler
         self.persistence = persistence
@@ -105,6 +105,20 @@ public struct DesiredService: Hashable, Sendable {
         self.canary = canary
         self.canaryShare = canaryShare
     }
+
+    /// A static entry named `name` (tests, benchmarks and tools that make services by hand).
+    public init(
+        name: String, key: ServiceKey, scheduler: Scheduler, persistence: Persistence? = nil,
+        forwarding: ForwardingMethod = .masquerade, stable: [Endpoint], canary: [Endpoint] = [],
+        canaryShare: CanaryShare = .zero
+    ) {
+        self.init(
+            origin: .staticService(name), key: key, scheduler: scheduler, persistence: persistence, forwarding: forwarding,
+            stable: stable, canary: canary, canaryShare: canaryShare)
+    }
+
+    /// For people and metric labels: "default/web:http" in Kubernetes, the entry's name in static mode.
+    public var name: String { origin.displayName }
 }
 
 /// Everything the agent wants in the kernel, keyed by virtual service.

@@ -39,10 +39,12 @@ public enum WeightSolver {
 
         guard endpoints.liveCount > 0 else {
             let weights = endpoints.weightMap(stableTotal: 0, canaryTotal: 0)
-            return WeightAssignment(
+            var assignment = WeightAssignment(
                 weights: weights, effectiveCanaryShare: 0,
                 explanation: "no live endpoint: the kernel has no destination for new connections",
                 warnings: warnings + ["\(service.name): no live endpoint, new connections are refused"])
+            assignment.destinationOrder = endpoints.members.map(\.address)
+            return assignment
         }
 
         var stableGetsTraffic = true, canaryGetsTraffic = true
@@ -103,6 +105,7 @@ public enum WeightSolver {
         if let explanation = assignment.explanation { notes.append(explanation) }
         assignment.explanation = notes.isEmpty ? nil : notes.joined(separator: "; ")
         assignment.warnings = warnings + assignment.warnings
+        assignment.destinationOrder = endpoints.members.map(\.address)
         return assignment
     }
 

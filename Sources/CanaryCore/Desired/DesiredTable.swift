@@ -81,20 +81,9 @@ public struct DesiredTable: Hashable, Sendable {
         let virtualService = VirtualService(
             key: service.key, scheduler: service.scheduler, flags: flags, timeout: timeout, netmask: netmask)
 
-        let endpoints = service.stable + service.canary
-        var destinations: [Destination] = []
-        destinations.reserveCapacity(endpoints.count)
-        // Short endpoint lists are checked for duplicates linearly, which is cheaper than hashing.
-        let usesSet = endpoints.count > 32
-        var seen = Set<SocketAddress>(minimumCapacity: usesSet ? endpoints.count : 0)
-        for endpoint in endpoints {
-            let isDuplicate =
-                usesSet
-                ? !seen.insert(endpoint.address).inserted
-                : destinations.contains { $0.address == endpoint.address }
-            if isDuplicate { continue }
-            let weight = max(0, assignment.weights[endpoint.address] ?? 0)
-            destinations.append(Destination(address: endpoint.address, forwarding: service.forwarding, weight: weight))
+        // The solver has taken each address once already (the first occurrence wins).
+        let destinations = assignment.destinationOrder.map { address in
+            Destination(address: address, forwarding: service.forwarding, weight: max(0, assignment.weights[address] ?? 0))
         }
         return (ServiceEntry(service: virtualService, destinations: destinations), assignment)
     }

@@ -1,10 +1,9 @@
 import CanaryCore
 import Foundation
 import KubernetesClient
-import KubernetesSource
 
 /// The desired state from the cluster: Services, their endpoints and the agent's Node, through
-/// `KubernetesSource` (informers, translator, Events for problems).
+/// `KubernetesSource` (informers, translator, Events for problems), delivered as changes.
 public struct KubernetesStateSource: DesiredStateSource {
     public let source: KubernetesSource
     public let summary: String
@@ -16,12 +15,7 @@ public struct KubernetesStateSource: DesiredStateSource {
 
     public func run(deliver: @escaping @Sendable (SourceEvent) async -> Void) async throws {
         await source.run { update in
-            let problems = update.problems.map {
-                AgentProblem(object: "\($0.kind.rawValue) \($0.object)", field: $0.field, message: $0.message)
-            }
-            await deliver(
-                .desired(
-                    update.desiredState, problems: problems, receivedAt: update.changedAt, changed: update.changedServiceKeys))
+            await deliver(.changed(.update(update.changes), problems: update.problems, receivedAt: update.changedAt))
         }
     }
 }

@@ -1,8 +1,9 @@
 import Synchronization
 
-/// Wakes the reconciler: rung by the sources, waited on with a deadline. Rings are not counted:
-/// many rings before a wait wake it once (the reconciler then takes everything pending).
-final class Doorbell: Sendable {
+/// Wakes a loop that takes everything pending at once: rung by producers, waited on with a
+/// deadline. Rings are not counted: many rings before a wait wake it once. The reconciler waits on
+/// one for source changes; the Kubernetes source for watch events to translate.
+public final class Doorbell: Sendable {
     private struct State {
         var rung = false
         var waiter: CheckedContinuation<Void, Never>?
@@ -10,7 +11,9 @@ final class Doorbell: Sendable {
 
     private let state = Mutex(State())
 
-    func ring() {
+    public init() {}
+
+    public func ring() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
             if let waiter = state.waiter {
                 state.waiter = nil
@@ -23,7 +26,7 @@ final class Doorbell: Sendable {
     }
 
     /// Returns when rung (now or earlier since the last wait), at the deadline, or when cancelled.
-    func wait(until deadline: ContinuousClock.Instant?) async {
+    public func wait(until deadline: ContinuousClock.Instant? = nil) async {
         let timer: Task<Void, Never>? = deadline.map { deadline in
             Task { [weak self] in
                 try? await Task.sleep(until: deadline, clock: .continuous)
