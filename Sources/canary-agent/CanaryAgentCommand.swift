@@ -8,6 +8,8 @@ struct CanaryAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "canary-agent",
         abstract: "Splits each Service's new connections between stable and canary endpoints with the kernel's IPVS.",
+        // `canary-agent --version`: the version and the source revision the image's labels carry.
+        version: BuildInfo.versionLine,
         subcommands: [
             RunCommand.self, StatusCommand.self, ListCommand.self, PlanCommand.self, ExplainCommand.self,
             CleanupCommand.self, InfoCommand.self,
