@@ -10,6 +10,10 @@
 #      against each version in CANARY_KUBERNETES_VERSIONS (default "1.30.0 1.34.0": the oldest and a
 #      recent release this manifest set is meant for); first, that strict mode really rejects a
 #      misspelled field, so a validator that passes everything cannot make this green;
+#   1b. the kustomize base deploy/kustomization.yaml: `kubectl kustomize deploy/` renders, the result
+#      passes kubernetes-validate --strict, it lists every manifest of deploy/ (not the example), every
+#      container's image is the one set in its images: entry, and that tag is the version
+#      deploy/build-image.sh builds (Sources/canary-agent/BuildInfo.swift);
 #   2. every canary-agent.io/ annotation or label key the manifests use is one README.md documents;
 #   3. systemd-analyze verify on the unit, and systemd-analyze security --offline under a ceiling
 #      (CANARY_UNIT_EXPOSURE_MAX, default 3.0 on systemd's 0-10 scale) so hardening is not lost
@@ -41,6 +45,7 @@ unit_binary=/usr/local/bin/canary-agent
 missing=()
 command -v kubernetes-validate >/dev/null 2>&1 || missing+=("kubernetes-validate (PyPI: python3 -m pip install kubernetes-validate)")
 command -v systemd-analyze >/dev/null 2>&1 || missing+=("systemd-analyze (Debian package systemd)")
+command -v kubectl >/dev/null 2>&1 || missing+=("kubectl, for kubectl kustomize (Debian package kubernetes-client)")
 if ! command -v python3 >/dev/null 2>&1; then
     missing+=("python3 (Debian package python3)")
 elif ! python3 -c 'import yaml' >/dev/null 2>&1; then
@@ -56,7 +61,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # --- 1. Kubernetes manifests -------------------------------------------------------------------
-mapfile -t manifests < <(find deploy -type f \( -name '*.yaml' -o -name '*.yml' \) | LC_ALL=C sort)
+mapfile -t manifests < <(find deploy -type f \( -name '*.yaml' -o -name '*.yml' \) ! -name kustomization.yaml | LC_ALL=C sort)
 if [ "${#manifests[@]}" -lt 6 ]; then
     fail "expected the DaemonSet, RBAC and example manifests under deploy/, found ${#manifests[@]} file(s)"
 fi
@@ -99,6 +104,72 @@ for version in $kubernetes_versions; do
         fail "kubernetes-validate --strict, Kubernetes $version"
     fi
 done
+
+# --- 1b. The kustomize base --------------------------------------------------------------------
+if ! kubectl kustomize deploy/ >"$work/kustomized.yaml" 2>"$work/kustomize.err"; then
+    sed 's/^/    /' "$work/kustomize.err"
+    fail "kubectl kustomize deploy/ does not render"
+else
+    kubectl_version=$(kubectl version --client 2>/dev/null | grep -oE 'v[0-9]+\.[0-9]+\.[0-9]+' | head -n1)
+    for version in $kubernetes_versions; do
+        if output=$(kubernetes-validate --strict --quiet -k "$version" "$work/kustomized.yaml" 2>&1); then
+            pass "kubectl kustomize deploy/ (kubectl $kubectl_version): $(grep -c '^kind:' "$work/kustomized.yaml") objects; kubernetes-validate --strict, Kubernetes $version"
+        else
+            printf '%s\n' "$output" | sed 's/^/    /'
+            fail "kubernetes-validate --strict on kubectl kustomize deploy/, Kubernetes $version"
+        fi
+    done
+    built_version=$(sed -n 's/^ *static let version = "\([^"]*\)".*/\1/p' Sources/canary-agent/BuildInfo.swift)
+    if output=$(python3 - deploy "$work/kustomized.yaml" "$built_version" 2>&1 <<'EOF'
+import os, sys, yaml
+base, rendered, version = sys.argv[1:]
+problems = []
+kustomization = yaml.safe_load(open(os.path.join(base, "kustomization.yaml")))
+listed = set(kustomization.get("resources", []))
+present = {name for name in os.listdir(base) if name.endswith((".yaml", ".yml")) and name != "kustomization.yaml"}
+if listed != present:
+    problems.append(f"resources {sorted(listed)} are not the manifests in {base}/ {sorted(present)}")
+images = {entry["name"]: entry for entry in kustomization.get("images", [])}
+if "canary-agent" not in images:
+    print("no images: entry named canary-agent")
+    sys.exit(1)
+if not version:
+    problems.append("no version in Sources/canary-agent/BuildInfo.swift")
+for name, entry in images.items():
+    if str(entry.get("newTag")) != version:
+        problems.append(f"images: {name} has newTag {entry.get('newTag')!r}, but deploy/build-image.sh builds {version!r}")
+wanted = f"{images['canary-agent'].get('newName', 'canary-agent')}:{images['canary-agent'].get('newTag')}"
+
+
+def containers(path):
+    for document in yaml.safe_load_all(open(path)):
+        if document and document.get("kind") == "DaemonSet":
+            spec = document["spec"]["template"]["spec"]
+            yield from spec.get("initContainers", []) + spec["containers"]
+
+
+# Before kustomize: every container names an image of the images: list, at the built tag.
+for container in containers(os.path.join(base, "daemonset.yaml")):
+    name, _, tag = container["image"].rpartition(":")
+    if name not in images or tag != version:
+        problems.append(f"container {container['name']}: image {container['image']} is not one of images: ({', '.join(images)}) at {version}")
+# After kustomize: every container has the image kustomization.yaml sets.
+rendered_containers = list(containers(rendered))
+for container in rendered_containers:
+    if container["image"] != wanted:
+        problems.append(f"rendered container {container['name']}: image {container['image']}, not {wanted}")
+if not rendered_containers:
+    problems.append("no DaemonSet container in the rendered output")
+print("\n".join(problems) if problems else f"{len(rendered_containers)} containers at {wanted}")
+sys.exit(1 if problems else 0)
+EOF
+    ); then
+        pass "deploy/kustomization.yaml lists every manifest; images: sets the image once ($output); the tag is the built version"
+    else
+        printf '%s\n' "$output" | sed 's/^/    /'
+        fail "deploy/kustomization.yaml"
+    fi
+fi
 
 # --- 2. Annotation and label keys match the README ---------------------------------------------
 unknown_keys=()

@@ -8,7 +8,9 @@
 #   - C libraries the package links: libnl-3, libnl-genl-3, libmnl (-dev);
 #   - the VM bench: qemu, Debian's kernel (it has IPVS as modules), busybox-static (virtme-ng's
 #     initramfs needs it), ipvsadm and the usual network tools used by the kernel tests;
-#   - virtme-ng (`vng`) from PyPI, which is not packaged for Debian 12.
+#   - virtme-ng (`vng`) from PyPI, which is not packaged for Debian 12;
+#   - the container image's tools (deploy/build-image.sh): mmdebstrap, umoci, binutils (objcopy);
+#     kubectl (Debian's kubernetes-client, unless a kubectl is already there) for `kubectl kustomize`.
 set -euo pipefail
 
 log() { printf 'install-deps: %s\n' "$*"; }
@@ -18,6 +20,7 @@ APT_PACKAGES=(
     qemu-system-x86 linux-image-amd64 busybox-static
     ipvsadm iproute2 kmod iptables ipset nftables procps
     python3 python3-pip
+    mmdebstrap umoci binutils
 )
 VIRTME_NG_PIP_SPEC="virtme-ng"
 
@@ -102,6 +105,17 @@ else
         exit 1
     fi
     log "kubernetes-validate: $(kubernetes-validate --version 2>&1 | head -n1) at $(command -v kubernetes-validate)"
+fi
+
+# kubectl kustomize (Tests/packaging/validate.sh): Debian's kubernetes-client, unless some kubectl is
+# already installed (another package's /usr/bin/kubectl would conflict with it).
+if command -v kubectl >/dev/null 2>&1; then
+    log "kubectl: $(command -v kubectl)"
+else
+    log "installing kubernetes-client (kubectl)"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends kubernetes-client </dev/null
 fi
 
 # The end-to-end bench (Tests/e2e): nginx backends in network namespaces (Debian's nginx; the bench
