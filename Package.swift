@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "IPVSNetlink", targets: ["IPVSNetlink"]),
         .library(name: "CanaryCore", targets: ["CanaryCore"]),
         .library(name: "StaticConfig", targets: ["StaticConfig"]),
+        .library(name: "KubernetesSource", targets: ["KubernetesClient", "KubernetesSource"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

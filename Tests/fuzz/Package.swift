@@ -21,5 +21,14 @@ let package = Package(
         .executableTarget(
             name: "FuzzStaticYAML",
             dependencies: [.product(name: "StaticConfig", package: "canary-agent"), "FuzzDriver"]),
+        // The Kubernetes boundary: the watch-stream framer, the JSON decoding of watch events, list pages
+        // and Status, and the translation (cache and full) of what was decoded.
+        .executableTarget(
+            name: "FuzzKubernetes",
+            dependencies: [
+                .product(name: "KubernetesSource", package: "canary-agent"),
+                .product(name: "CanaryCore", package: "canary-agent"),
+                .product(name: "IPVS", package: "canary-agent"), "FuzzDriver",
+            ]),
     ]
 )

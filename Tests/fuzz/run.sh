@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (libFuzzer) of the agent's boundaries: netlink replies (split, the in-place
-# ack loop, IPVS decoding) and the static YAML file. Each target runs for SECONDS (default 60) from
-# its seed corpus (Tests/fuzz/corpus/TARGET, committed) plus every input that ever failed
-# (Tests/fuzz/regressions/TARGET, committed: replayed first, so a fixed bug stays fixed).
+# ack loop, IPVS decoding), the static YAML file, and the Kubernetes API's bodies (the watch-stream
+# framer, the JSON decoding of watch events, list pages and Status, the translation of what was
+# decoded). Each target runs for SECONDS (default 60) from its seed corpus (Tests/fuzz/corpus/TARGET,
+# committed) plus every input that ever failed (Tests/fuzz/regressions/TARGET, committed: replayed
+# first, so a fixed bug stays fixed), with its dictionary (Tests/fuzz/dictionaries/TARGET.dict) if any.
 # A crash, a trap, an input slower than 1 s or more than 2 GB of memory fails the run; the input is
 # copied to Tests/fuzz/regressions/TARGET for a human to commit with the fix.
 #
 #   bash Tests/fuzz/run.sh [SECONDS]          # CI: 30 s per target; the long run: 600
 #   CANARY_FUZZ_REPORT=FILE bash Tests/fuzz/run.sh 600   # also writes the figures (markdown)
+#   CANARY_FUZZ_TARGETS="netlink kubernetes" bash Tests/fuzz/run.sh 30   # some targets only
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 report=${CANARY_FUZZ_REPORT:-}
@@ -29,11 +32,15 @@ bin=$(swift build --scratch-path "$scratch" -c release -Xswiftc -sanitize=fuzzer
 
 status=0
 rows=()
-for target in ${CANARY_FUZZ_TARGETS:-netlink static-yaml}; do
+for target in ${CANARY_FUZZ_TARGETS:-netlink static-yaml kubernetes}; do
     case $target in
         netlink) binary=$bin/FuzzNetlink ;;
         static-yaml) binary=$bin/FuzzStaticYAML ;;
+        kubernetes) binary=$bin/FuzzKubernetes ;;
+        *) say "unknown target '$target' (netlink, static-yaml, kubernetes)"; exit 2 ;;
     esac
+    dictionary=()
+    [ -f "$here/dictionaries/$target.dict" ] && dictionary=(-dict="$here/dictionaries/$target.dict")
     corpus=$(mktemp -d)
     regressions=$here/regressions/$target
     mkdir -p "$regressions"
@@ -51,7 +58,7 @@ for target in ${CANARY_FUZZ_TARGETS:-netlink static-yaml}; do
     log=$(mktemp)
     started=$(date +%s)
     if "$binary" -max_total_time="$seconds" -timeout=1 -rss_limit_mb=2048 -max_len=65536 \
-        -artifact_prefix="$artifacts/" -print_final_stats=1 "$corpus" >"$log" 2>&1; then
+        -artifact_prefix="$artifacts/" -print_final_stats=1 "${dictionary[@]}" "$corpus" >"$log" 2>&1; then
         result=ok
     else
         result="ok (stopped early by a load-induced timeout)"
@@ -87,7 +94,7 @@ if [ -n "$report" ]; then
     {
         echo "# Fuzzing: the agent's boundaries"
         echo
-        echo "Command: \`CANARY_FUZZ_REPORT=${CANARY_FUZZ_REPORT} bash Tests/fuzz/run.sh $seconds\` on $(date -u +%Y-%m-%d), $(uname -m), release build with -sanitize=fuzzer (libFuzzer; Swift's own bounds and overflow checks trap on any out-of-bounds read). Per input: at most 1 s and 2 GB."
+        echo "Command: \`${CANARY_FUZZ_TARGETS:+CANARY_FUZZ_TARGETS=\"$CANARY_FUZZ_TARGETS\" }CANARY_FUZZ_REPORT=${CANARY_FUZZ_REPORT} bash Tests/fuzz/run.sh $seconds\` on $(date -u +%Y-%m-%d), $(uname -m), release build with -sanitize=fuzzer (libFuzzer; Swift's own bounds and overflow checks trap on any out-of-bounds read). Per input: at most 1 s and 2 GB."
         echo
         echo "| target | seconds | inputs tried | coverage (edges) | corpus at end | crashes, hangs, blow-ups |"
         echo "|---|---|---|---|---|---|"

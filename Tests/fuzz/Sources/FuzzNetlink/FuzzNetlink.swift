@@ -6,6 +6,8 @@ import IPVS
 /// One input: a datagram as the kernel might send it. Every parser it reaches must return or throw
 /// a typed error: never trap, never read out of bounds (ASan-free builds still trap on Swift's own
 /// bounds checks), never hang.
+// Also libFuzzer's own entry point, for a debug build (whose executables link libFuzzer's `main`).
+@_cdecl("LLVMFuzzerTestOneInput")
 func fuzzNetlink(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     guard let start else { return 0 }
     let datagram = Array(UnsafeBufferPointer(start: start, count: count))

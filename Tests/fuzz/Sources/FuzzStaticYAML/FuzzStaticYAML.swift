@@ -4,6 +4,8 @@ import StaticConfig
 /// One input: a static configuration file. It is read or refused with one error line; never a
 /// trap, never a hang, never memory out of proportion to the file (libFuzzer's -rss_limit_mb and
 /// -timeout enforce the last two).
+// Also libFuzzer's own entry point, for a debug build (whose executables link libFuzzer's `main`).
+@_cdecl("LLVMFuzzerTestOneInput")
 func fuzzStaticYAML(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     guard let start else { return 0 }
     let text = String(decoding: UnsafeBufferPointer(start: start, count: count), as: UTF8.self)
