@@ -839,6 +839,42 @@ def no_bridge_netfilter(b: Bench, r: Record) -> None:
             agent.log_text().count("br_netfilter is not loaded") == 1)
 
 
+@scenario(12, "rolling-update", "A rolling update: the agent stopped with SIGTERM under load, a new one adopts the table unchanged (Kubernetes mode)")
+def rolling_update(b: Bench, r: Record) -> None:
+    """What the DaemonSet's RollingUpdate does on each node: SIGTERM to the old pod's agent, then a new
+    agent that must adopt the table, canary0 and the rules as they are (Tests/e2e/image.sh runs this
+    from the container image)."""
+    v1, v2 = b.net.by_version("v1"), b.net.by_version("v2")
+    b.ensure_apiserver()
+    b.api.put([k8s.node(),
+               k8s.service("web", "10.96.0.120", k8s.canary_annotations("web-canary", "25"),
+                           selector={"app": "web", "version": "v1"}),
+               k8s.service("web-canary", "10.96.0.121", labels={}, selector={"app": "web", "version": "v2"}),
+               k8s.slice_for("web", v1[:3]), k8s.slice_for("web-canary", v2[:1])])
+    name, service = "default/web:http", "TCP 10.96.0.120:80"
+    agent = b.kube_agent("rolling-update").start()
+    wait_converged(agent, name, service, 0.25, set(endpoints(v2[:1])), "wrr")
+    before, addresses_before, rules_before = snapshot(), node_addresses(), masquerade_rules()
+    load = bench.load("10.96.0.120:80", b.out("update-load.json"), rate=20)
+    time.sleep(3)
+    status = agent.stop()
+    r.check("SIGTERM: the agent exits 0", status == 0, f"exit {status}; log: {agent.log_tail(4)}")
+    time.sleep(3)
+    r.check("between the old agent and the new: the table, canary0 and the rules are left as they were",
+            (snapshot(), node_addresses(), masquerade_rules()) == (before, addresses_before, rules_before))
+    agent.start()
+    time.sleep(12)  # past one drift check
+    after = snapshot()
+    r.check("the new agent adopts the table unchanged", after == before,
+            "" if after == before else f"before: {before} after: {after}")
+    r.check("no destination twice (ipvsadm -Ln)", not duplicated_destinations(), str(duplicated_destinations()))
+    r.check("the virtual addresses and the masquerade rules once each",
+            (node_addresses(), masquerade_rules()) == (addresses_before, rules_before))
+    no_failures(r, "continuous load across the update", load.stop())
+    result = bench.burst("10.96.0.120:80", CONNECTIONS)
+    r.measure("after the update, weight 25, wrr", result, "v2", 0.25, effective_share(agent, name), "wrr")
+
+
 # ------------------------------------------------------------------------------------ main
 
 
