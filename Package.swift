@@ -39,10 +39,11 @@ let package = Package(
 
         // The IPVS data model, the operations on it and the kernel protocol. Pure Swift.
         .target(name: "IPVS"),
-        // The real kernel: IPVS over generic netlink.
-        .target(name: "IPVSNetlink", dependencies: ["IPVS", "NetlinkMessages", "CLibnlGenl", "CLibmnl"]),
-        // Netlink messages and attributes read from bytes with every length checked. Pure Swift.
-        .target(name: "NetlinkMessages"),
+        // The real kernel: IPVS over generic netlink (the family resolved with libnl-genl).
+        .target(name: "IPVSNetlink", dependencies: ["IPVS", "Netlink", "CLibnlGenl", "CLibmnl"]),
+        // The one netlink stack (libmnl): socket, requests, batches with one ack each, dumps, and the
+        // checked parser. IPVSNetlink and NodeNetwork use it alike.
+        .target(name: "Netlink", dependencies: ["CLibmnl"]),
         // Desired state, weight solver, planner. Pure Swift: no kernel, no cluster.
         .target(name: "CanaryCore", dependencies: ["IPVS"]),
 
@@ -79,7 +80,7 @@ let package = Package(
         // the sysctls IPVS needs, the masquerade rules (iptables-restore).
         .target(
             name: "NodeNetwork",
-            dependencies: ["IPVS", "NetlinkMessages", "CLibmnl", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["IPVS", "Netlink", "CLibmnl", .product(name: "Logging", package: "swift-log")]
         ),
 
         // glibc's malloc_trim, for the daemon after its large one-off work.
@@ -117,8 +118,8 @@ let package = Package(
         // An IPVS table in memory with the kernel's semantics: for unit tests only.
         .target(name: "IPVSTestSupport", dependencies: ["IPVS"], path: "Tests/Support/IPVSTestSupport"),
 
-        .testTarget(name: "IPVSTests", dependencies: ["IPVS", "IPVSNetlink", "NetlinkMessages"]),
-        .testTarget(name: "IPVSKernelTests", dependencies: ["IPVS", "IPVSNetlink", "CanaryCore"]),
+        .testTarget(name: "IPVSTests", dependencies: ["IPVS", "IPVSNetlink", "Netlink", "IPVSTestSupport"]),
+        .testTarget(name: "IPVSKernelTests", dependencies: ["IPVS", "IPVSNetlink", "CanaryCore", "IPVSTestSupport"]),
         .testTarget(
             name: "CanaryCoreTests",
             dependencies: [
@@ -126,7 +127,7 @@ let package = Package(
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]
         ),
-        .testTarget(name: "NodeNetworkTests", dependencies: ["NodeNetwork", "IPVS"]),
+        .testTarget(name: "NodeNetworkTests", dependencies: ["NodeNetwork", "IPVS", "Netlink"]),
         .testTarget(
             name: "CanaryAgentTests",
             dependencies: [

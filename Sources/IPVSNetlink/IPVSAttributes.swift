@@ -1,4 +1,4 @@
-import NetlinkMessages
+import Netlink
 import CLibmnl
 import IPVS
 

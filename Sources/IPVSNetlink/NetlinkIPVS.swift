@@ -1,6 +1,7 @@
-import NetlinkMessages
 import CLibmnl
+import CLibnlGenl
 import IPVS
+import Netlink
 import Synchronization
 
 /// The kernel's IPVS over generic netlink: services, destinations, their stats, timeouts.
@@ -8,17 +9,25 @@ import Synchronization
 /// Calls block on the netlink socket and are serialised; one instance may be shared.
 public final class NetlinkIPVS: IPVSKernel {
     private let family: UInt16
-    private let connection: Mutex<GenericNetlinkSocket>
+    private let connection: Mutex<NetlinkSocket>
     /// Requests per sendto in `apply`: a datagram of at most this many bytes.
     private let batchBytes: Int
 
     /// Connects to the kernel's IPVS family.
     /// - Throws: `IPVSError.notAvailable` when the kernel has no IPVS (module not loaded, or not built).
     public init(batchBytes: Int = 64 * 1024) throws(IPVSError) {
-        guard let family = try GenericNetlinkSocket.resolveFamily(named: "IPVS") else { throw .notAvailable }
+        guard let family = try Self.resolveFamily(named: "IPVS") else { throw .notAvailable }
         self.family = family
         self.batchBytes = batchBytes
-        self.connection = Mutex(try GenericNetlinkSocket())
+        do throws(NetlinkError) {
+            // Acks of a whole batch wait in the receive buffer until they are read: make room for them.
+            self.connection = Mutex(
+                try NetlinkSocket(
+                    protocol: NETLINK_GENERIC, receiveBufferBytes: 8 << 20, receiveTimeoutMilliseconds: 15_000,
+                    replyBufferBytes: 256 * 1024))
+        } catch {
+            throw Self.ipvsError(error) { Self.error($0, operation: "open netlink socket", subject: "") }
+        }
     }
 
     /// Whether this kernel has IPVS now, and if not, why.
@@ -31,12 +40,11 @@ public final class NetlinkIPVS: IPVSKernel {
     /// Every service, without destinations.
     public func services() throws(IPVSError) -> [VirtualService] {
         try connection.withLock { socket throws(IPVSError) in
-            try socket.transact(
-                family: family, command: IPVSCommand.getService.rawValue, dump: true,
-                error: { .kernel(errno: $0.errorCode, operation: "dump services", subject: $0.message ?? "") }
-            ).map { message throws(IPVSError) in
-                try IPVSDecoder.service(fromMessagePayload: Self.attributes(of: message))
+            try Self.translate(kernelError: { .kernel(errno: $0.errorCode, operation: "dump services", subject: $0.message ?? "") }) {
+                () throws(NetlinkError) in try dump(.getService, on: socket)
             }
+        }.map { message throws(IPVSError) in
+            try IPVSDecoder.service(fromMessagePayload: Self.attributes(of: message))
         }
     }
 
@@ -48,12 +56,15 @@ public final class NetlinkIPVS: IPVSKernel {
     /// One service with its destinations, or nil when the kernel has no such service.
     public func service(_ key: ServiceKey) throws(IPVSError) -> ServiceEntry? {
         try connection.withLock { socket throws(IPVSError) -> ServiceEntry? in
-            let replies: [NetlinkMessage]
+            let replies: [NetlinkSocket.Message]
             do throws(IPVSError) {
-                replies = try socket.transact(
-                    family: family, command: IPVSCommand.getService.rawValue, dump: false,
-                    error: { Self.error($0, operation: "get service", key: key) }
-                ) { writer in writer.nest(CommandAttribute.service) { IPVSEncoder.putServiceKey(key, into: $0) } }
+                replies = try Self.translate(kernelError: { Self.error($0, operation: "get service", key: key) }) {
+                    () throws(NetlinkError) in
+                    try socket.request(type: family) { writer in
+                        writer.genericNetlinkHeader(command: IPVSCommand.getService.rawValue)
+                        writer.nest(CommandAttribute.service) { IPVSEncoder.putServiceKey(key, into: $0) }
+                    }
+                }
             } catch {
                 if case .serviceNotFound = error { return nil }
                 throw error
@@ -120,40 +131,19 @@ public final class NetlinkIPVS: IPVSKernel {
 
     /// Applies the operations in order, many per datagram (as many as fit `batchBytes`), and
     /// collects every ack: one result per operation, so one failure hides none of the others.
-    /// Throws only when the socket itself fails before any request was sent.
+    /// A socket failure is the result of every operation it left unanswered or unsent
+    /// (`NetlinkSocket.acknowledgedBatch`).
     public func apply(_ operations: [IPVSOperation]) throws(IPVSError) -> [Result<Void, IPVSError>] {
         guard !operations.isEmpty else { return [] }
-        return try connection.withLock { socket throws(IPVSError) in
-            var results = [Result<Void, IPVSError>?](repeating: nil, count: operations.count)
-            let firstSequence = socket.reserveSequences(operations.count)
-            let batch = NetlinkBatch(limit: batchBytes)
-            let flags = UInt16(NLM_F_REQUEST | NLM_F_ACK)
-
-            func sendAndCollect() {
-                let sequences = batch.sequences
-                do {
-                    try batch.withBytes { bytes throws(IPVSError) in try socket.send(bytes) }
-                    try collectAcks(for: sequences, on: socket, firstSequence: firstSequence, operations, into: &results)
-                } catch {
-                    for sequence in sequences {
-                        let index = Int(sequence &- firstSequence)
-                        if results[index] == nil { results[index] = .failure(error) }
-                    }
-                }
-                batch.reset()
+        let results = connection.withLock { socket in
+            socket.acknowledgedBatch(count: operations.count, datagramBytes: batchBytes) { index, writer in
+                writer.setType(family)
+                writer.genericNetlinkHeader(command: IPVSEncoder.command(for: operations[index]).rawValue)
+                IPVSEncoder.write(operations[index], into: writer)
             }
-
-            for (index, operation) in operations.enumerated() {
-                let sequence = firstSequence &+ UInt32(index)
-                let command = IPVSEncoder.command(for: operation).rawValue
-                if !batch.append(family: family, flags: flags, sequence: sequence, command: command, {
-                    IPVSEncoder.write(operation, into: $0)
-                }) {
-                    sendAndCollect()  // sends the full batch; the held-back request starts the next one
-                }
-            }
-            while !batch.isEmpty { sendAndCollect() }
-            return results.map { $0 ?? .failure(.socket(call: "recv (ack missing)", errno: EPROTO)) }
+        }
+        return zip(operations, results).map { operation, result in
+            result.mapError { failure in Self.ipvsError(failure) { Self.error($0, for: operation) } }
         }
     }
 
@@ -164,51 +154,79 @@ public final class NetlinkIPVS: IPVSKernel {
         _ command: IPVSCommand, _ operation: String, _ body: @Sendable (NetlinkMessageWriter) -> Void = { _ in }
     ) throws(IPVSError) -> NetlinkAttributes? {
         let replies = try connection.withLock { socket throws(IPVSError) in
-            try socket.transact(
-                family: family, command: command.rawValue, dump: false,
-                error: { Self.error($0, operation: operation, subject: "") }, body)
+            try Self.translate(kernelError: { Self.error($0, operation: operation, subject: "") }) { () throws(NetlinkError) in
+                try socket.request(type: family) { writer in
+                    writer.genericNetlinkHeader(command: command.rawValue)
+                    body(writer)
+                }
+            }
         }
         guard let reply = replies.first else { return nil }
         return try NetlinkAttributes(Self.attributes(of: reply))
     }
 
-    private func destinations(of key: ServiceKey, on socket: GenericNetlinkSocket) throws(IPVSError) -> [Destination] {
-        try socket.transact(
-            family: family, command: IPVSCommand.getDestination.rawValue, dump: true,
-            error: { Self.error($0, operation: "dump destinations of", key: key) }
-        ) { writer in
-            writer.nest(CommandAttribute.service) { IPVSEncoder.putServiceKey(key, into: $0) }
+    private func destinations(of key: ServiceKey, on socket: NetlinkSocket) throws(IPVSError) -> [Destination] {
+        try Self.translate(kernelError: { Self.error($0, operation: "dump destinations of", key: key) }) {
+            () throws(NetlinkError) in
+            try dump(.getDestination, on: socket) { writer in
+                writer.nest(CommandAttribute.service) { IPVSEncoder.putServiceKey(key, into: $0) }
+            }
         }.map { message throws(IPVSError) in
             try IPVSDecoder.destination(fromMessagePayload: Self.attributes(of: message), serviceFamily: key.family)
         }
     }
 
-    private func collectAcks(
-        for sequences: [UInt32], on socket: GenericNetlinkSocket, firstSequence: UInt32,
-        _ operations: [IPVSOperation], into results: inout [Result<Void, IPVSError>?]
-    ) throws(IPVSError) {
-        // The batch's sequences are consecutive: an ack is the batch's when its offset from the
-        // batch's first falls inside it, and has not been seen.
-        guard let batchFirst = sequences.first else { return }
-        var waiting = sequences.count
-        while waiting > 0 {
-            try socket.receiveAcknowledgements { sequence, ack throws(IPVSError) in
-                let offset = Int(sequence &- batchFirst)
-                guard offset >= 0, offset < sequences.count else { return }
-                let index = Int(sequence &- firstSequence)
-                guard results[index] == nil else { return }
-                waiting -= 1
-                if let ack, ack.errorCode != 0 {
-                    results[index] = .failure(Self.error(ack, for: operations[index]))
-                } else {
-                    results[index] = .success(())
-                }
-            }
+    /// A dump of one IPVS command.
+    private func dump(
+        _ command: IPVSCommand, on socket: NetlinkSocket, _ body: (NetlinkMessageWriter) -> Void = { _ in }
+    ) throws(NetlinkError) -> [NetlinkSocket.Message] {
+        try socket.dump(type: family) { writer in
+            writer.genericNetlinkHeader(command: command.rawValue)
+            body(writer)
         }
     }
 
+    /// Runs `body`, mapping what the shared stack throws to an `IPVSError`.
+    private static func translate<R>(
+        kernelError: (NetlinkAcknowledgement) -> IPVSError, _ body: () throws(NetlinkError) -> R
+    ) throws(IPVSError) -> R {
+        do {
+            return try body()
+        } catch {
+            throw Self.ipvsError(error, kernel: kernelError)
+        }
+    }
+
+    /// What the shared stack reports, as an `IPVSError`; a kernel refusal through `kernel`, which
+    /// names the operation and its subject.
+    static func ipvsError(_ failure: NetlinkError, kernel: (NetlinkAcknowledgement) -> IPVSError) -> IPVSError {
+        switch failure {
+        case .kernel(let code, let message): kernel(NetlinkAcknowledgement(errorCode: code, message: message))
+        case .system(let call, let code): .socket(call: call, errno: code)
+        case .malformed(let reason): .malformedMessage(reason)
+        case .overrun: .socket(call: "recv (NLMSG_OVERRUN: the kernel lost replies)", errno: ENOBUFS)
+        case .dumpInterrupted(let attempts): .socket(call: "dump (interrupted \(attempts) times)", errno: EINTR)
+        }
+    }
+
+    /// Resolves a generic netlink family's id by name with libnl-genl; nil when the kernel has no such family.
+    static func resolveFamily(named name: String) throws(IPVSError) -> UInt16? {
+        guard let socket = nl_socket_alloc() else { throw .socket(call: "nl_socket_alloc", errno: ENOMEM) }
+        defer { nl_socket_free(socket) }
+        let connected = genl_connect(socket)
+        guard connected == 0 else {
+            throw .netlinkLibrary(call: "genl_connect", message: String(cString: nl_geterror(connected)))
+        }
+        let id = genl_ctrl_resolve(socket, name)
+        if id == -NLE_OBJ_NOTFOUND { return nil }
+        guard id > 0, id <= Int32(UInt16.max) else {
+            throw .netlinkLibrary(call: "genl_ctrl_resolve(\(name))", message: String(cString: nl_geterror(id)))
+        }
+        return UInt16(id)
+    }
+
     /// The generic netlink header (4 bytes) is skipped; what follows are the attributes.
-    private static func attributes(of message: NetlinkMessage) throws(IPVSError) -> ArraySlice<UInt8> {
+    private static func attributes<Failure>(of message: ParsedNetlinkMessage<Failure>) throws(IPVSError) -> ArraySlice<UInt8> {
         guard message.payload.count >= 4 else { throw .malformedMessage("message shorter than its genl header") }
         return message.payload[4...]
     }

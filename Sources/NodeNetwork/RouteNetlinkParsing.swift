@@ -1,18 +1,16 @@
 import CLibmnl
 import IPVS
-import NetlinkMessages
+import Netlink
 
-// Everything the kernel sends over rtnetlink is copied into Swift byte arrays at the socket and
-// read here, with every length checked before it is used: a short or malformed message is an
-// error (EBADMSG), never a crash or a read past the end.
+// Everything the kernel sends over rtnetlink is copied into Swift byte arrays at the socket
+// (`Netlink.NetlinkSocket`) and read here, with every length checked before it is used: a short or
+// malformed message is `NetlinkError.malformed` (EBADMSG), never a crash or a read past the end.
 
-/// One rtnetlink message; parsing it throws `RouteNetlinkFailure.malformed`.
-typealias RouteMessage = ParsedNetlinkMessage<RouteNetlinkFailure>
+/// One rtnetlink message; parsing it throws `NetlinkError.malformed`.
+typealias RouteMessage = NetlinkSocket.Message
 
 /// One level of attributes of an rtnetlink message.
-typealias RouteAttributes = NetlinkAttributeSet<RouteNetlinkFailure>
-
-extension RouteNetlinkFailure: NetlinkParseFailure {}
+typealias RouteAttributes = NetlinkAttributeSet<NetlinkError>
 
 /// The fixed header of an RTM_*LINK message (struct ifinfomsg, 16 bytes) and its attributes.
 struct LinkMessage: Equatable {
@@ -24,7 +22,7 @@ struct LinkMessage: Equatable {
     /// IFLA_LINKINFO / IFLA_INFO_KIND: "dummy", "veth", …; nil for a plain device.
     var kind: String?
 
-    init(_ message: RouteMessage) throws(RouteNetlinkFailure) {
+    init(_ message: RouteMessage) throws(NetlinkError) {
         let payload = message.payload
         guard payload.count >= Self.fixedLength else {
             throw .malformed("link message of \(payload.count) bytes, \(Self.fixedLength) needed")
@@ -48,7 +46,7 @@ struct AddressMessage: Equatable {
     /// peer on point-to-point links), else IFA_ADDRESS.
     var address: IPAddress?
 
-    init(_ message: RouteMessage) throws(RouteNetlinkFailure) {
+    init(_ message: RouteMessage) throws(NetlinkError) {
         let payload = message.payload
         guard payload.count >= Self.fixedLength else {
             throw .malformed("address message of \(payload.count) bytes, \(Self.fixedLength) needed")

@@ -1,5 +1,5 @@
 import IPVS
-import NetlinkMessages
+import Netlink
 import Testing
 
 @testable import IPVSNetlink
@@ -129,7 +129,8 @@ struct NetlinkEncodingTests {
     @Test("a service survives encoding with libmnl and decoding with the checked parser", arguments: services)
     func serviceRoundTrip(service: VirtualService) throws {
         let batch = NetlinkBatch(limit: 4096)
-        #expect(batch.append(family: 30, flags: 5, sequence: 77, command: IPVSCommand.newService.rawValue) {
+        #expect(batch.append(type: 30, flags: 5, sequence: 77) {
+            $0.genericNetlinkHeader(command: IPVSCommand.newService.rawValue)
             IPVSEncoder.write(.addService(service), into: $0)
         })
         let messages = try batch.withBytes { bytes throws(IPVSError) in try NetlinkMessage.split(Array(bytes)[...]) }
@@ -147,7 +148,8 @@ struct NetlinkEncodingTests {
         let key: ServiceKey = .inet(.tcp, SocketAddress("10.96.0.10:80")!)
         let destination = Destination(address: SocketAddress("[fd00::7]:8443")!, forwarding: method, weight: 17, upperThreshold: 9, lowerThreshold: 3)
         let batch = NetlinkBatch(limit: 4096)
-        batch.append(family: 30, flags: 5, sequence: 1, command: IPVSCommand.newDestination.rawValue) {
+        batch.append(type: 30, flags: 5, sequence: 1) {
+            $0.genericNetlinkHeader(command: IPVSCommand.newDestination.rawValue)
             IPVSEncoder.write(.addDestination(key, destination), into: $0)
         }
         let messages = try batch.withBytes { bytes throws(IPVSError) in try NetlinkMessage.split(Array(bytes)[...]) }
@@ -161,7 +163,8 @@ struct NetlinkEncodingTests {
         let key: ServiceKey = .inet(.tcp, SocketAddress("10.96.0.10:80")!)
         var accepted: [UInt32] = []
         var sequence: UInt32 = 0
-        while batch.append(family: 30, flags: 5, sequence: sequence, command: 5, {
+        while batch.append(type: 30, flags: 5, sequence: sequence, {
+            $0.genericNetlinkHeader(command: 5)
             IPVSEncoder.write(.addDestination(key, Destination(address: SocketAddress("10.1.1.1:80")!)), into: $0)
         }) {
             accepted.append(sequence)
@@ -199,7 +202,7 @@ struct NoIPVSTests {
 struct AcknowledgementParsingTests {
     static let port: UInt32 = 4242
 
-    static func parse(_ datagram: [UInt8]) throws(IPVSError) -> [(UInt32, Int32?)] {
+    static func parse(_ datagram: [UInt8]) throws(NetlinkError) -> [(UInt32, Int32?)] {
         var seen: [(UInt32, Int32?)] = []
         try GenericNetlinkSocket.acknowledgements(in: datagram[...], portID: port) { sequence, failure in
             seen.append((sequence, failure?.errorCode))
@@ -233,7 +236,7 @@ struct AcknowledgementParsingTests {
             AcknowledgementParsingTests.ack(sequence: 1) + Bytes.u32(64) + Bytes.u16(2) + Bytes.u16(0) + Bytes.u32(2) + Bytes.u32(4242),
         ])
     func lyingLengths(_ datagram: [UInt8]) {
-        #expect(throws: IPVSError.self) { _ = try Self.parse(datagram) }
+        #expect(throws: NetlinkError.self) { _ = try Self.parse(datagram) }
     }
 
     @Test("trailing bytes shorter than a header are ignored, as the kernel pads")

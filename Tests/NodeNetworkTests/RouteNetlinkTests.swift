@@ -1,5 +1,6 @@
 import CLibmnl
 import IPVS
+import Netlink
 import Testing
 
 @testable import NodeNetwork
@@ -260,26 +261,26 @@ import Glibc
     @Test func rejectsAMessageLongerThanTheDatagram() {
         var bytes = Self.message(type: UInt16(RTM_NEWADDR), payload: [0, 0, 0, 0, 0, 0, 0, 0])
         bytes[0] = 200
-        #expect(throws: RouteNetlinkFailure.self) { try RouteMessage.split(bytes[...]) }
+        #expect(throws: NetlinkError.self) { try RouteMessage.split(bytes[...]) }
     }
 
     @Test func rejectsAnAttributeRunningPastItsMessage() throws {
         let fixed: [UInt8] = [UInt8(AF_INET6), 128, 0, 0, 1, 0, 0, 0]
         let broken = [UInt8](withUnsafeBytes(of: UInt16(40)) { Array($0) }) + [1, 0] + [UInt8](repeating: 0, count: 16)
         let messages = try RouteMessage.split(Self.message(type: UInt16(RTM_NEWADDR), payload: fixed + broken)[...])
-        #expect(throws: RouteNetlinkFailure.self) { try AddressMessage(messages[0]) }
+        #expect(throws: NetlinkError.self) { try AddressMessage(messages[0]) }
     }
 
     @Test func rejectsAnAddressOfTheWrongSizeForItsFamily() throws {
         let fixed: [UInt8] = [UInt8(AF_INET6), 128, 0, 0, 1, 0, 0, 0]
         let messages = try RouteMessage.split(
             Self.message(type: UInt16(RTM_NEWADDR), payload: fixed + Self.attribute(UInt16(IFA_ADDRESS), [1, 2, 3, 4]))[...])
-        #expect(throws: RouteNetlinkFailure.self) { try AddressMessage(messages[0]) }
+        #expect(throws: NetlinkError.self) { try AddressMessage(messages[0]) }
     }
 
     @Test func rejectsAShortFixedHeader() throws {
         let messages = try RouteMessage.split(Self.message(type: UInt16(RTM_NEWLINK), payload: [0, 0, 0, 0])[...])
-        #expect(throws: RouteNetlinkFailure.self) { try LinkMessage(messages[0]) }
+        #expect(throws: NetlinkError.self) { try LinkMessage(messages[0]) }
     }
 
     @Test func readsALinkWithItsKind() throws {

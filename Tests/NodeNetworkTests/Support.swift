@@ -142,3 +142,21 @@ extension Trait where Self == ConditionTrait {
                  NodeCapability.reason(NodeCapability.ipvsSysctls, "the net.ipv4.vs sysctls (ip_vs)"))
     }
 }
+
+extension HairpinSet {
+    /// The endpoints in the family's set now (nil when there is no set), read with `ipset save`:
+    /// what the kernel holds, for the tests to compare (the agent itself counts entries only).
+    func endpoints(_ family: IPAddress.Family) throws(NodeNetworkError) -> Set<IPAddress>? {
+        let result = try runner.run(ipset, ["save", Self.name(family)], input: "")
+        guard result.status == 0 else { return nil }
+        var endpoints = Set<IPAddress>()
+        for line in result.standardOutput.split(whereSeparator: \.isNewline) {
+            let words = line.split(separator: " ")
+            guard words.count >= 3, words[0] == "add", let pair = words[2].split(separator: ",").first,
+                let address = IPAddress(String(pair.split(separator: "/").first ?? pair))
+            else { continue }
+            endpoints.insert(address)
+        }
+        return endpoints
+    }
+}

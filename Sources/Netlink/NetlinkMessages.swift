@@ -1,10 +1,10 @@
-// Reading what the kernel sends over netlink (generic netlink for IPVS, rtnetlink for the node's
-// interface): messages and attributes copied out of a receive buffer into Swift byte arrays, every
-// length checked before it is used. A short or malformed message is an error of the caller's own
-// type (`NetlinkParseFailure`), never a crash or a read past the end. Pure Swift: no C, no socket.
+// Reading what the kernel sends over netlink: messages and attributes copied out of a receive
+// buffer into Swift byte arrays, every length checked before it is used. A short or malformed
+// message is an error of the caller's own type (`NetlinkParseFailure`), never a crash or a read
+// past the end. No pointer into a receive buffer outlives the call that reads it.
 
-/// An error type that can say a netlink message did not parse. `IPVSNetlink` and `NodeNetwork`
-/// each conform their own, so that the parsers below throw what their callers throw.
+/// An error type that can say a netlink message did not parse. The socket's own `NetlinkError`
+/// conforms, and so does `IPVSError`, so that the IPVS decoders throw what their callers throw.
 public protocol NetlinkParseFailure: Error {
     static func malformed(_ reason: String) -> Self
 }
@@ -133,6 +133,47 @@ public struct NetlinkAttributeSet<Failure: NetlinkParseFailure>: Sendable {
     public func requiredUInt32(_ type: UInt16, _ what: String) throws(Failure) -> UInt32 {
         guard let value = try uint32(type) else { throw .malformed("\(what) missing") }
         return value
+    }
+}
+
+/// The payload of an NLMSG_ERROR message: an errno (0 for an ack) and, with extended acks
+/// (NETLINK_EXT_ACK), the kernel's text.
+public struct NetlinkAcknowledgement: Equatable, Sendable {
+    /// 0 for success, otherwise a positive errno.
+    public var errorCode: Int32
+    /// The kernel's extended-ack message, if it sent one.
+    public var message: String?
+
+    public static var ackTLVsFlag: UInt16 { 0x200 }  // NLM_F_ACK_TLVS
+    public static var cappedFlag: UInt16 { 0x100 }  // NLM_F_CAPPED
+
+    public init(errorCode: Int32, message: String? = nil) {
+        self.errorCode = errorCode
+        self.message = message
+    }
+
+    /// Reads an NLMSG_ERROR message: its errno, then the extended-ack text when the kernel sent one.
+    public init<Failure: NetlinkParseFailure>(_ message: ParsedNetlinkMessage<Failure>) throws(Failure) {
+        let payload = message.payload
+        // int error; struct nlmsghdr original (16 bytes), then the original payload unless capped.
+        guard payload.count >= 4 + ParsedNetlinkMessage<Failure>.headerLength else {
+            throw .malformed("error message of \(payload.count) bytes, 20 needed")
+        }
+        errorCode = try message.acknowledgedError()
+        self.message = nil
+        guard message.flags & Self.ackTLVsFlag != 0 else { return }
+        var tlvStart = 4 + ParsedNetlinkMessage<Failure>.headerLength
+        if message.flags & Self.cappedFlag == 0 {
+            // The original message is echoed in full; skip it by its own length.
+            let originalLength = Int(readUInt32(payload[...], at: 4))
+            guard originalLength >= ParsedNetlinkMessage<Failure>.headerLength, 4 + originalLength <= payload.count else { return }
+            tlvStart = 4 + align4(originalLength)
+        }
+        guard tlvStart <= payload.count,
+            let attributes = try? NetlinkAttributeSet<Failure>(payload[tlvStart...]),
+            let text = attributes.string(1)  // NLMSGERR_ATTR_MSG
+        else { return }
+        self.message = text
     }
 }
 
