@@ -20,11 +20,12 @@ public struct Agent: Sendable {
     ///   - kernel: the IPVS the reconciler programs.
     ///   - scrapeKernel: a second connection for the scrape's dumps (nil: no per-destination traffic
     ///     series), so that a sync never waits for a scrape.
-    ///   - listen: where `/metrics`, `/healthz`, `/readyz`, `/status` and `/desired` answer.
+    ///   - listen: where `/metrics`, `/healthz`, `/readyz`, `/status` and `/desired` answer (port 0:
+    ///     any free port, told to `onListening`).
     public init(
         kernel: any IPVSKernel, scrapeKernel: (any IPVSKernel)?, node: any NodePlumbing, source: any DesiredStateSource,
         settings: Reconciler.Settings, metrics: AgentMetrics, registry: PrometheusCollectorRegistry,
-        listen: (host: String, port: Int), logger: Logger
+        listen: (host: String, port: Int), logger: Logger, onListening: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
         self.source = source
         self.logger = logger
@@ -34,7 +35,7 @@ public struct Agent: Sendable {
         let sampler = scrapeKernel.map { TrafficSampler(kernel: $0, reconciler: reconciler, metrics: metrics) }
         endpoints = HTTPEndpoints(
             host: listen.host, port: listen.port, reconciler: reconciler, registry: registry, trafficSampler: sampler,
-            logger: logger)
+            logger: logger, onListening: onListening)
     }
 
     /// The three services, in the order they start.

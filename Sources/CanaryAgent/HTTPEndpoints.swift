@@ -54,7 +54,9 @@ public struct HTTPEndpoints: Service {
             try await server.executeThenClose { connections in
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in connections {
-                        group.addTask { await self.serve(connection) }
+                        // A kept-alive connection (a scraper's, a probe's) would hold the shutdown
+                        // forever: on graceful shutdown each one is ended too.
+                        group.addTask { try? await cancelWhenGracefulShutdown { await self.serve(connection) } }
                     }
                 }
             }

@@ -33,12 +33,11 @@ public actor Reconciler {
     let doorbell = Doorbell()
     let startedAt = Date()
 
-    /// The thread the actor runs on: blocking kernel and process work stays off the cooperative pool.
+    /// The thread the actor runs on, its own: blocking kernel and process work stays off the
+    /// cooperative pool, and a kernel call that hangs holds up this reconciler only.
+    private nonisolated let thread: MultiThreadedEventLoopGroup
     nonisolated let executorLoop: any EventLoop
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executorLoop.executor.asUnownedSerialExecutor() }
-
-    /// One thread for every reconciler of the process (there is one in the daemon).
-    static let kernelThread = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     // What is asked for.
     /// The one desired state; nil before the source's first.
@@ -90,7 +89,12 @@ public actor Reconciler {
         self.sourceSummary = sourceSummary
         self.logger = logger
         retries = RetryBook(backoff: settings.retryBackoff)
-        executorLoop = Self.kernelThread.next()
+        thread = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        executorLoop = thread.next()
+    }
+
+    deinit {
+        thread.shutdownGracefully { _ in }
     }
 
     // MARK: - Input
