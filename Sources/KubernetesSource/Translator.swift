@@ -17,8 +17,6 @@ public enum CanaryScheme {
     public static let persistenceTimeoutAnnotation = "canary-agent.io/persistence-timeout"
     /// On the Node: the node's default scheduler.
     public static let nodeSchedulerLabel = "canary-agent.io/scheduler"
-    @available(*, deprecated, renamed: "Scheduler.supportedByAgent")
-    public static var supportedSchedulers: [Scheduler] { Scheduler.supportedByAgent }
     /// Kubernetes' default ClientIP affinity timeout.
     public static let defaultAffinityTimeout: UInt32 = 10_800
     /// The longest persistence accepted, as Kubernetes allows for ClientIP affinity.

@@ -61,10 +61,6 @@ extension InputProblem {
     }
 }
 
-/// The static file's errors are input problems like every other source's.
-@available(*, deprecated, renamed: "InputProblem")
-public typealias StaticConfigurationError = InputProblem
-
 extension YamlError {
     fileprivate var line: Int? {
         switch self {

@@ -97,7 +97,7 @@ struct World {
     init(options: UInt8) {
         api = options & 1 == 0 ? .endpointSlices : .endpoints
         acceptExternalIPs = options & 2 != 0
-        defaultScheduler = CanaryScheme.supportedSchedulers[Int(options >> 2) & 3]
+        defaultScheduler = Scheduler.supportedByAgent[Int(options >> 2) & 3]
         cache = TranslationCache(endpointsAPI: api, defaultScheduler: defaultScheduler, acceptExternalIPs: acceptExternalIPs)
     }
 
