@@ -185,38 +185,33 @@ public actor KubernetesSource {
     // replaces the resource's objects, an event changes one.
 
     private func received(services update: InformerUpdate<Service>) {
-        switch update.change {
-        case .relisted:
-            Self.relistCounter(.services, factory: configuration.metricsFactory).increment()
-            cache.replaceServices(update.objects)
-        case .added(let key), .modified(let key): cache.changeService(key, to: update.object)
-        case .deleted(let key): cache.changeService(key, to: nil)
-        }
         servicesListed = true
-        noteChange()
+        receive(update, .services, replace: { $0.replaceServices($1) }, change: { $0.changeService($1, to: $2) })
     }
 
     private func received(slices update: InformerUpdate<EndpointSlice>) {
-        switch update.change {
-        case .relisted:
-            Self.relistCounter(.endpointSlices, factory: configuration.metricsFactory).increment()
-            cache.replaceSlices(update.objects)
-        case .added(let key), .modified(let key): cache.changeSlice(key, to: update.object)
-        case .deleted(let key): cache.changeSlice(key, to: nil)
-        }
         endpointsListed = true
-        noteChange()
+        receive(update, .endpointSlices, replace: { $0.replaceSlices($1) }, change: { $0.changeSlice($1, to: $2) })
     }
 
     private func received(endpoints update: InformerUpdate<Endpoints>) {
+        endpointsListed = true
+        receive(update, .endpoints, replace: { $0.replaceEndpoints($1) }, change: { $0.changeEndpoints($1, to: $2) })
+    }
+
+    /// A relist replaces the resource's objects in the cache (and is counted); an event changes one.
+    private func receive<Object>(
+        _ update: InformerUpdate<Object>, _ resource: ResourceDescriptor,
+        replace: (inout TranslationCache, [ObjectKey: Object]) -> Void,
+        change: (inout TranslationCache, ObjectKey, Object?) -> Void
+    ) {
         switch update.change {
         case .relisted:
-            Self.relistCounter(.endpoints, factory: configuration.metricsFactory).increment()
-            cache.replaceEndpoints(update.objects)
-        case .added(let key), .modified(let key): cache.changeEndpoints(key, to: update.object)
-        case .deleted(let key): cache.changeEndpoints(key, to: nil)
+            Self.relistCounter(resource, factory: configuration.metricsFactory).increment()
+            replace(&cache, update.objects)
+        case .added(let key), .modified(let key): change(&cache, key, update.object)
+        case .deleted(let key): change(&cache, key, nil)
         }
-        endpointsListed = true
         noteChange()
     }
 
