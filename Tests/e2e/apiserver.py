@@ -193,10 +193,13 @@ class APIServer:
         threading.Thread(target=self.control_httpd.serve_forever, name="control", daemon=True).start()
         threading.Thread(target=self._bookmark_loop, name="bookmarks", daemon=True).start()
         self._write_kubeconfig()
-        with open(os.path.join(self.directory, "apiserver.json"), "w") as file:
+        # Written whole, then renamed: a client waits for the file to exist and reads it at once.
+        info_path = os.path.join(self.directory, "apiserver.json")
+        with open(info_path + ".tmp", "w") as file:
             json.dump({"url": self.url, "port": self.port, "control_port": self.control_port,
                        "control_url": self.control_url, "token": self.token, "pid": os.getpid(),
                        "kubeconfig": self.kubeconfig_path, "ca": self.ca_path}, file)
+        os.replace(info_path + ".tmp", info_path)
         return self
 
     def stop(self) -> None:
