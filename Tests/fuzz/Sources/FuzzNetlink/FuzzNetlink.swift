@@ -1,5 +1,6 @@
 import FuzzDriver
 import IPVS
+import Netlink
 
 @testable import IPVSNetlink
 
@@ -13,7 +14,7 @@ func fuzzNetlink(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let datagram = Array(UnsafeBufferPointer(start: start, count: count))
     // The in-place ack loop, for this socket's port and for any.
     for port: UInt32 in [0, 4242] {
-        _ = try? GenericNetlinkSocket.acknowledgements(in: datagram[...], portID: port) { _, _ in }
+        _ = try? NetlinkSocket.acknowledgements(in: datagram[...], portID: port) { _, _ in }
     }
     // The copying path: split, then each message as an ack, a service and a destination (after
     // the 4-byte generic netlink header).
