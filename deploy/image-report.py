@@ -198,6 +198,11 @@ def main() -> int:
         "",
     ]
     lines += [f"- {name}: {value} s" for name, value in timings]
+    try:
+        load = open("/proc/loadavg").read().split()[:3]
+        lines.append(f"- load average at the end (1, 5, 15 min): {', '.join(load)} (other builds on the same cores stretch these times)")
+    except OSError:
+        pass
     lines.append("")
     with open(os.path.join(out, "image.md"), "w") as file:
         file.write("\n".join(lines))
