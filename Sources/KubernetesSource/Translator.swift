@@ -99,7 +99,7 @@ public enum Translator {
                 problems.append(
                     InputProblem(
                         object: InputObject(kind: .node, name: node.metadata.name ?? ""), field: CanaryScheme.labelField(CanaryScheme.nodeSchedulerLabel),
-                        message: "unknown scheduler \"\(value)\"; use \(Scheduler.supportedList); Services keep their current scheduler",
+                        message: "unknown scheduler \(quoted(value)); use \(Scheduler.supportedList); Services keep their current scheduler",
                         reason: "UnknownScheduler"))
             }
         }
@@ -151,6 +151,25 @@ public enum Translator {
         return Translation(desiredState: DesiredState(services: output), problems: problems.sorted())
     }
 
+    /// A value from the cluster as a message quotes it: at most 64 Unicode scalars (then "…"), quotes,
+    /// backslashes and control characters escaped, so that a problem stays one short line in the log,
+    /// the Event and `status`, whatever an annotation holds.
+    static func quoted(_ text: String) -> String {
+        var result = "\""
+        for (index, scalar) in text.unicodeScalars.enumerated() {
+            if index == 64 {
+                result += "…"
+                break
+            }
+            if scalar.properties.generalCategory == .control || scalar == "\"" || scalar == "\\" {
+                result += scalar.escaped(asASCII: false)
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        return result + "\""
+    }
+
     static func parseScheduler(_ text: String) -> Scheduler? {
         let scheduler = Scheduler(rawValue: text.trimmingSpaces)
         return Scheduler.supportedByAgent.contains(scheduler) ? scheduler : nil
@@ -199,7 +218,7 @@ public enum Translator {
             + (acceptExternalIPs ? spec.externalIPs ?? [] : []).enumerated().map { ("spec.externalIPs[\($0.offset)]", $0.element) }
         for (field, text) in candidates {
             guard let address = IPAddress(text) else {
-                return .failure(problem(service, field: field, "\"\(text)\" is not an IP address", reason: "InvalidAddress"))
+                return .failure(problem(service, field: field, "\(quoted(text)) is not an IP address", reason: "InvalidAddress"))
             }
             if let reason = address.unusableAsVirtualAddress {
                 return .failure(problem(service, field: field, "\(text) is \(reason): not a virtual address", reason: "UnusableAddress"))
@@ -211,7 +230,7 @@ public enum Translator {
         for (index, port) in (spec.ports ?? []).enumerated() {
             guard let proto = parseProtocol(port.protocol) else {
                 return .failure(
-                    problem(service, field: "spec.ports[\(index)].protocol", "unsupported protocol \"\(port.protocol ?? "")\"; IPVS balances TCP, UDP and SCTP", reason: "UnsupportedProtocol"))
+                    problem(service, field: "spec.ports[\(index)].protocol", "unsupported protocol \(quoted(port.protocol ?? "")); IPVS balances TCP, UDP and SCTP", reason: "UnsupportedProtocol"))
             }
             guard let number = UInt16(exactly: port.port), number > 0 else {
                 return .failure(
@@ -227,7 +246,7 @@ public enum Translator {
                 return .failure(
                     problem(
                         service, field: CanaryScheme.annotationField(CanaryScheme.schedulerAnnotation),
-                        "unknown scheduler \"\(value)\"; use \(Scheduler.supportedList)", reason: "UnknownScheduler"))
+                        "unknown scheduler \(quoted(value)); use \(Scheduler.supportedList)", reason: "UnknownScheduler"))
             }
             scheduler = parsed
         }
@@ -244,7 +263,7 @@ public enum Translator {
                 return .failure(
                     problem(
                         service, field: CanaryScheme.annotationField(CanaryScheme.persistenceTimeoutAnnotation),
-                        "\"\(value)\" is not a whole number of seconds from 0 to \(CanaryScheme.maximumPersistenceTimeout)",
+                        "\(quoted(value)) is not a whole number of seconds from 0 to \(CanaryScheme.maximumPersistenceTimeout)",
                         reason: "InvalidPersistenceTimeout"))
             }
             persistence = seconds == 0 ? nil : Persistence(timeout: seconds)
@@ -255,6 +274,11 @@ public enum Translator {
         var canaryShare = CanaryShare.zero
         if let name = annotations[CanaryScheme.canaryServiceAnnotation]?.trimmingSpaces, !name.isEmpty {
             let field = CanaryScheme.annotationField(CanaryScheme.canaryServiceAnnotation)
+            // A Service name is a DNS subdomain: anything else is no Service, and is not echoed whole.
+            guard name.utf8.count <= 253, name.utf8.allSatisfy({ (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D || $0 == 0x2E })
+            else {
+                return .failure(problem(service, field: field, "\(quoted(name)) is not a Service name", reason: "InvalidCanaryService"))
+            }
             let canaryKey = ObjectKey(namespace: service.metadata.namespace, name: name)
             guard canaryKey != service.key else {
                 return .failure(problem(service, field: field, "a Service cannot be its own canary", reason: "InvalidCanaryService"))
@@ -273,7 +297,7 @@ public enum Translator {
                 return .failure(
                     problem(
                         service, field: weightField,
-                        "\"\(weightText)\" is not a percentage from 0 to 100 with at most two decimals",
+                        "\(quoted(weightText)) is not a percentage from 0 to 100 with at most two decimals",
                         reason: "InvalidCanaryWeight"))
             }
             canaryShare = share
@@ -293,7 +317,7 @@ public enum Translator {
                     return .failure(
                         problem(
                             service, field: CanaryScheme.annotationField(CanaryScheme.canaryServiceAnnotation),
-                            "canary Service \(canaryService.key) has no \(port.proto) port named \"\(port.name)\" (nor a single \(port.proto) port) to match spec.ports[\(port.index)]",
+                            "canary Service \(canaryService.key) has no \(port.proto) port named \(quoted(port.name)) (nor a single \(port.proto) port) to match spec.ports[\(port.index)]",
                             reason: "CanaryPortNotFound"))
                 }
                 canaryByFamily = endpoints.resolve(service: canaryService.key, portName: canaryPort.name ?? "", proto: port.proto)

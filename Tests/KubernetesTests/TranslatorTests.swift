@@ -254,6 +254,26 @@ struct TranslatorTests {
         ) { Self.setAnnotation(&$0, "canary-agent.io/canary-service", "nginx-v3") }
     }
 
+    @Test(
+        "a hostile annotation value is quoted in one short line: control characters escaped, cut after 64 scalars",
+        arguments: [
+            ("canary-agent.io/canary-weight", "InvalidCanaryWeight"), ("canary-agent.io/scheduler", "UnknownScheduler"),
+            ("canary-agent.io/persistence-timeout", "InvalidPersistenceTimeout"),
+            ("canary-agent.io/canary-service", "InvalidCanaryService"),
+        ])
+    func hostileValueIsBounded(annotation: String, reason: String) throws {
+        let value = "x\r\nfake log line \u{1B}[31m\"" + String(repeating: "\u{301}", count: 5_000) + String(repeating: "y", count: 10_000)
+        try expectLastGoodStateKept(
+            field: "metadata.annotations[\(annotation)]", reason: reason, messageContains: #""x\r\nfake log line \u{1B}[31m"#
+        ) { Self.setAnnotation(&$0, annotation, value) }
+        var objects = Fixtures.seedCanaryServices(weight: "10")
+        Self.setAnnotation(&objects, annotation, value)
+        let result = Translator.translate(try translationInput(objects))
+        let message = try #require(result.problems.first).description
+        #expect(!message.unicodeScalars.contains { $0.properties.generalCategory == .control }, "\(message.prefix(200))")
+        #expect(message.utf8.count < 600, "\(message.utf8.count) bytes")
+    }
+
     @Test("an unknown scheduler keeps the last good state")
     func unknownScheduler() throws {
         try expectLastGoodStateKept(
