@@ -114,7 +114,7 @@ def render(results: dict, vm_seconds: float | None) -> tuple[str, list[dict]]:
         "",
         f"**{passed} of {len(scenarios)} scenarios passed.** New connections per measurement: "
         f"{results.get('connections_per_measurement', '?')}"
-        + (" (a quick debugging run: issue 6 asks for at least 2,000)"
+        + (" (a quick debugging run: a measurement wants at least 2,000)"
            if int(results.get('connections_per_measurement') or 0) < 2000 else "") + ".",
         "",
         "![target, effective and observed share per measurement](report.png)",

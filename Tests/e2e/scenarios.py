@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The end-to-end scenarios of issue 6, run inside the VM (see guest.sh) as root.
+"""The end-to-end scenarios, run inside the VM (see guest.sh) as root.
 
     python3 scenarios.py --results DIR --agent BINARY [--scenarios all|NAME,NUMBER,…]
     python3 scenarios.py --list
@@ -34,7 +34,7 @@ import topology as topo  # noqa: E402
 
 CLIENTS = "e2e-clients"
 CLIENT_SOURCES = "10.250.1.1+600"
-# Connections per measurement: at least 2,000 (issue 6).
+# Connections per measurement: at least 2,000.
 CONNECTIONS = int(os.environ.get("CANARY_E2E_CONNECTIONS", "2000"))
 
 
@@ -459,7 +459,7 @@ def sh_node_label(b: Bench, r: Record) -> None:
             not broken and held_result["ok"] > 0, f"{held_result['ok']} requests ok; broken: {broken[:3]}")
     # New connections in the instant of a scheduler edit may be refused: the kernel's
     # ip_vs_edit_service unbinds the old scheduler, waits for synchronize_rcu() and only then binds
-    # the new one, and a SYN arriving in between finds no scheduler (ICMP port unreachable). Issue 6
+    # the new one, and a SYN arriving in between finds no scheduler (ICMP port unreachable). The bench
     # asks for no failure on connections already open (checked above); this is recorded, not judged.
     r.note(f"continuous load across the two scheduler edits: {load_result['ok']} ok, {load_result['failed']} refused "
            f"{load_result.get('errors') or ''} (new connections during the kernel's scheduler swap)")
