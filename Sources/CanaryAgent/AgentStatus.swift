@@ -61,6 +61,8 @@ public struct AgentStatus: Codable, Sendable, Hashable {
     public var sourceError: InputProblem?
     /// Since when inputs are rejected whole (the first rejection of this run of them).
     public var sourceErrorSince: Date?
+    /// While the source cannot read its input (the API server out of reach): its error and since when.
+    public var sourceUnavailable: OngoingError?
     /// The last error reading the kernel's table, while reads keep failing.
     public var kernelError: String?
     /// Since when the kernel's table cannot be read.
@@ -80,7 +82,7 @@ public struct AgentStatus: Codable, Sendable, Hashable {
 
     /// Errors in one list: the source's, the kernel's, the masquerade rules', each service's.
     public var errorCount: Int {
-        (sourceError == nil ? 0 : 1) + (kernelError == nil ? 0 : 1) + (masqueradeError == nil ? 0 : 1) + problems.count
+        (sourceError == nil ? 0 : 1) + (sourceUnavailable == nil ? 0 : 1) + (kernelError == nil ? 0 : 1) + (masqueradeError == nil ? 0 : 1) + problems.count
             + services.count { $0.error != nil }
     }
 }

@@ -10,8 +10,9 @@ import ServiceLifecycle
 /// - `GET /metrics`: Prometheus text: the registry's series, then those with a row per service or
 ///   destination, rendered at scrape time (the traffic read from the kernel by `trafficSampler`);
 /// - `GET /healthz`: 200 while the reconcile loop turns, 503 once it is stuck (`Reconciler.isLive`);
-/// - `GET /readyz`: 200 once the first full sync is done, 503 before and while the masquerade
-///   rules have kept failing for `Settings.degradedAfter`;
+/// - `GET /readyz`: 200 once the first full sync is done, 503 before, and while the masquerade
+///   rules have kept failing or the source has not read its input (the API server out of reach) for
+///   `Settings.degradedAfter`;
 /// - `GET /status`: the agent's `AgentStatus` as JSON (what `canary-agent status` shows);
 /// - `GET /desired`: the desired state as JSON (what `canary-agent plan` and `explain` read).
 public struct HTTPEndpoints: Service {
@@ -139,6 +140,11 @@ public struct HTTPEndpoints: Service {
                 return Response(
                     .serviceUnavailable,
                     "not ready: the masquerade rules have failed for \(failing.components.seconds) s (see canary-agent status)\n")
+            }
+            if let unavailable = reconciler.sourceUnavailableFor {
+                return Response(
+                    .serviceUnavailable,
+                    "not ready: the source has not read its input for \(unavailable.components.seconds) s (see canary-agent status)\n")
             }
             return Response(.ok, "ready\n")
         case "/metrics":

@@ -135,8 +135,22 @@ public struct Informer<Object: KubernetesObject>: Sendable {
         return stream
     }
 
-    /// Lists and watches until the task is cancelled, calling `onUpdate` with each list and each event.
-    public func run(onUpdate: (InformerUpdate<Object>) async -> Void) async {
+    /// Lists and watches until the task is cancelled, calling `onUpdate` with each list and each event,
+    /// and `onFailure` with each failed list or watch (nil once one works again: a list, or a watch
+    /// that opens), so that a source can say how long the API server has been out of reach.
+    public func run(
+        onUpdate: (InformerUpdate<Object>) async -> Void, onFailure: (KubernetesError?) async -> Void = { _ in }
+    ) async {
+        var failing = false
+        func failed(_ error: KubernetesError) async {
+            failing = true
+            await onFailure(error)
+        }
+        func worked() async {
+            guard failing else { return }
+            failing = false
+            await onFailure(nil)
+        }
         var resourceVersion: String?  // nil: list first
         var failures = 0
         // Relists since the last watch that lived `healthyWatchDuration`: their backoff.
@@ -162,10 +176,12 @@ public struct Informer<Object: KubernetesObject>: Sendable {
                     let listed = Dictionary(items.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
                     resourceVersion = listVersion
                     failures = 0
+                    await worked()
                     logger.debug("listed \(items.count) at resource version \(listVersion)")
                     await onUpdate(InformerUpdate(change: .relisted, objects: listed, resourceVersion: listVersion))
                 } catch {
                     if case .cancelled = error { return }
+                    await failed(error)
                     logger.warning("list failed (attempt \(failures + 1)): \(error)")
                     if await pause() { continue } else { return }
                 }
@@ -178,6 +194,7 @@ public struct Informer<Object: KubernetesObject>: Sendable {
                     resource, of: Object.self, namespace: namespace, selectors: selectors,
                     resourceVersion: resourceVersion, timeoutSeconds: options.timeoutSeconds,
                     idleTimeout: options.effectiveIdleTimeout)
+                await worked()
                 for try await event in stream {
                     received += 1
                     failures = 0
@@ -231,6 +248,7 @@ public struct Informer<Object: KubernetesObject>: Sendable {
                     }
                     relistsInARow += 1
                 } else {
+                    await failed(error)
                     logger.warning("watch failed (attempt \(failures + 1)): \(error)")
                     if await !pause() { return }
                 }

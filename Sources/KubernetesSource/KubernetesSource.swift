@@ -116,7 +116,12 @@ public actor KubernetesSource {
     /// Runs the informers until the task is cancelled. The first update comes once every informer has
     /// listed; then one after each change that alters the desired state or the problems (changes that
     /// arrive together are folded into one).
-    public func run(onUpdate: @escaping @Sendable (Update) async -> Void) async {
+    /// - Parameter onUnavailable: told when the API server stops answering any informer (its error)
+    ///   and when every informer works again (nil), so that readiness and `status` can say so.
+    public func run(
+        onUpdate: @escaping @Sendable (Update) async -> Void,
+        onUnavailable: @escaping @Sendable (String?) async -> Void = { _ in }
+    ) async {
         let (eventStream, eventContinuation) = AsyncStream<EventRecord>.makeStream()
         let changed = changed
         let options = configuration.informer
@@ -126,18 +131,24 @@ public actor KubernetesSource {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 await Informer(client: client, resource: .services, of: Service.self, options: options, logger: logger)
-                    .run { await self.received(services: $0) }
+                    .run(
+                        onUpdate: { await self.received(services: $0) },
+                        onFailure: { if let note = await self.informer(.services, failed: $0) { await onUnavailable(note) } })
             }
             switch configuration.endpointsAPI {
             case .endpointSlices:
                 group.addTask {
                     await Informer(client: client, resource: .endpointSlices, of: EndpointSlice.self, options: options, logger: logger)
-                        .run { await self.received(slices: $0) }
+                        .run(
+                        onUpdate: { await self.received(slices: $0) },
+                        onFailure: { if let note = await self.informer(.endpointSlices, failed: $0) { await onUnavailable(note) } })
                 }
             case .endpoints:
                 group.addTask {
                     await Informer(client: client, resource: .endpoints, of: Endpoints.self, options: options, logger: logger)
-                        .run { await self.received(endpoints: $0) }
+                        .run(
+                        onUpdate: { await self.received(endpoints: $0) },
+                        onFailure: { if let note = await self.informer(.endpoints, failed: $0) { await onUnavailable(note) } })
                 }
             }
             if let nodeName = configuration.nodeName {
@@ -145,7 +156,9 @@ public actor KubernetesSource {
                     await Informer(
                         client: client, resource: .nodes, of: Node.self,
                         selectors: Selectors(fieldSelector: "metadata.name=\(nodeName)"), options: options, logger: logger
-                    ).run { await self.received(nodes: $0) }
+                    ).run(
+                        onUpdate: { await self.received(nodes: $0) },
+                        onFailure: { if let note = await self.informer(.nodes, failed: $0) { await onUnavailable(note) } })
                 }
             }
             group.addTask {
@@ -228,6 +241,21 @@ public actor KubernetesSource {
         }
         nodeListed = true
         noteChange()
+    }
+
+    /// The informers whose last list or watch failed, with the error.
+    private var failingInformers: [String: String] = [:]
+
+    /// Records an informer's failure (or its recovery, nil). Returns what to report when the source
+    /// as a whole changes: the first failure's message, or nil (as `.some(nil)`) once none fails.
+    private func informer(_ resource: ResourceDescriptor, failed error: KubernetesError?) -> String?? {
+        let wasFailing = !failingInformers.isEmpty
+        failingInformers[resource.plural] = error.map { "\($0)" }
+        switch (wasFailing, failingInformers.isEmpty) {
+        case (false, false): return .some("\(resource.plural): \(error.map { "\($0)" } ?? "")")
+        case (true, true): return .some(nil)
+        default: return nil
+        }
     }
 
     private func noteChange() {

@@ -14,8 +14,10 @@ public struct KubernetesStateSource: DesiredStateSource {
     }
 
     public func run(deliver: @escaping @Sendable (SourceEvent) async -> Void) async throws {
-        await source.run { update in
-            await deliver(.changed(.update(update.changes), problems: update.problems, receivedAt: update.changedAt))
-        }
+        await source.run(
+            onUpdate: { update in
+                await deliver(.changed(.update(update.changes), problems: update.problems, receivedAt: update.changedAt))
+            },
+            onUnavailable: { error in await deliver(.unavailable(error)) })
     }
 }

@@ -67,6 +67,9 @@ struct StatusCommand: AsyncParsableCommand {
         if let error = status.sourceError {
             lines.append("SOURCE REJECTED: \(error) (the running table is kept)\(Self.age(since: status.sourceErrorSince))")
         }
+        if let error = status.sourceUnavailable {
+            lines.append("SOURCE UNAVAILABLE: \(error.message)\(Self.age(since: error.since)) (the running table is kept)")
+        }
         if let error = status.kernelError { lines.append("KERNEL ERROR:    \(error)\(Self.age(since: status.kernelErrorSince))") }
         if let error = status.masqueradeError {
             lines.append("MASQUERADE:      \(error.message)\(Self.age(since: error.since)) (node-local and hairpin clients fail)")

@@ -181,6 +181,31 @@ struct ReconcilerTests {
         #expect(status.services.allSatisfy { $0.programmed })
     }
 
+    @Test("a source out of reach shows in status with its age, makes the node unready after a while, and clears on its return")
+    func unavailableSourceIsReported() async throws {
+        var settings = Reconciler.Settings()
+        settings.degradedAfter = .seconds(1)
+        let bench = Bench(settings: settings)
+        await bench.submit([Self.web])
+        await bench.reconciler.fullSync()
+        await bench.reconciler.submit(.unavailable("services: GET /api/v1/services: HTTP 503"))
+        var status = await bench.reconciler.status()
+        #expect(status.sourceUnavailable?.message == "services: GET /api/v1/services: HTTP 503")
+        #expect(status.errorCount == 1)
+        let since = try #require(status.sourceUnavailable?.since)
+        // A later report keeps the outage's start (its age); the table stays.
+        await bench.reconciler.submit(.unavailable("services: connection refused"))
+        status = await bench.reconciler.status()
+        #expect(status.sourceUnavailable?.message == "services: connection refused")
+        #expect(status.sourceUnavailable?.since == since)
+        try await waitUntil { bench.reconciler.sourceUnavailableFor != nil }
+        #expect(Self.shape(try bench.table()) == Bench.expected([Self.web]))
+        await bench.reconciler.submit(.unavailable(nil))
+        #expect(bench.reconciler.sourceUnavailableFor == nil)
+        #expect(await bench.reconciler.status().sourceUnavailable == nil)
+        #expect(try bench.metrics.expectCounter("canary_agent_errors_total", [("reason", "source_unavailable")]).values.count == 1)
+    }
+
     @Test("a failed hairpin update is reported and the next full sync rewrites the set")
     func failedHairpinUpdateIsRewritten() async throws {
         let bench = Bench()

@@ -95,6 +95,45 @@ struct SourceTests {
         }
     }
 
+    @Test("an API server that refuses every request is reported once, with its error, and its return once")
+    func unavailableIsReported() async throws {
+        try await withAPIServer { server, certificates in
+            try await server.perform { state in
+                for object in Fixtures.seedCanaryServices(weight: "10") + [Fixtures.node()] { state.apply(object) }
+            }
+            try await withClient(try serverConfiguration(server, certificates)) { client in
+                var configuration = KubernetesSource.Configuration(nodeName: "node-1", defaultScheduler: .weightedRoundRobin)
+                configuration.informer = fastInformerOptions()
+                let source = KubernetesSource(client: client, configuration: configuration)
+                let updates = Recorder<Int>()
+                let notes = Recorder<String?>()
+                try await whileRunning({
+                    await source.run(
+                        onUpdate: { update in await updates.append(update.changes.count) },
+                        onUnavailable: { await notes.append($0) })
+                }) {
+                    _ = try await eventually("first update") { await updates.count > 0 ? true : nil }
+                    #expect(await notes.count == 0, "nothing to report while the server answers")
+                    // Every request refused (a rotated token the server no longer takes), every watch ended.
+                    try await server.perform { state in
+                        state.acceptedTokens = ["someone-else"]
+                        state.dropWatches()
+                    }
+                    let down = try await eventually("reported unavailable") { await notes.first { $0 != nil } }
+                    // The first failure, naming its informer's resource (a dropped watch, or the 401 after it).
+                    let resource = (down ?? nil)?.split(separator: ":").first.map(String.init)
+                    #expect(["services", "endpointslices", "nodes"].contains(resource ?? ""), "\(String(describing: down))")
+                    try await Task.sleep(for: .milliseconds(300))  // many failed retries meanwhile
+                    try await server.perform { $0.acceptedTokens = nil }
+                    _ = try await eventually("reported available") { await notes.last == .some(nil) ? true : nil }
+                    let values = await notes.values
+                    #expect(values.filter { $0 != nil }.count == 1, "one report for the outage, not one per retry: \(values)")
+                    #expect(values.last == .some(nil))
+                }
+            }
+        }
+    }
+
     @Test("an agent that restarts does not record the same Event twice")
     func eventsNotRepeatedAfterRestart() async throws {
         let objects = Fixtures.seedCanaryServices(weight: "150") + [Fixtures.node()]

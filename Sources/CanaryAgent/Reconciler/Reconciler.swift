@@ -45,6 +45,8 @@ public actor Reconciler {
     var sourceProblems: [InputProblem] = []
     var sourceRejection: InputProblem?
     var sourceRejectedSince: Date?
+    /// While the source cannot read its input (the API server out of reach): its error and since when.
+    var sourceUnavailable: AgentStatus.OngoingError?
     private var pendingKeys: Set<ServiceKey> = []
     private var pendingSince: ContinuousClock.Instant?
 
@@ -72,6 +74,8 @@ public actor Reconciler {
     nonisolated let clockOrigin = ContinuousClock.now
     /// Nanoseconds after `clockOrigin` since which the masquerade rules keep failing; Int64.max: they work.
     nonisolated let masqueradeFailingSince = Atomic<Int64>(Int64.max)
+    /// Nanoseconds after `clockOrigin` since which the source cannot read its input; Int64.max: it can.
+    nonisolated let sourceFailingSince = Atomic<Int64>(Int64.max)
     /// Since when the kernel's table cannot be read (with `lastKernelError`).
     var kernelErrorSince: Date?
     var lastKernelError: String?
@@ -107,6 +111,20 @@ public actor Reconciler {
             sourceRejectedSince = sourceRejectedSince ?? Date()
             metrics.error(reason: "source_rejected")
             logger.error("\(problem) (rejected whole: the running table is kept)")
+        case .unavailable(let error):
+            if let error {
+                if sourceUnavailable == nil {
+                    sourceFailingSince.store(Self.nanoseconds(ContinuousClock.now - clockOrigin), ordering: .releasing)
+                    metrics.error(reason: "source_unavailable")
+                    logger.error("the source cannot read its input: \(error) (the running table is kept)")
+                }
+                sourceUnavailable = AgentStatus.OngoingError(message: error, since: sourceUnavailable?.since ?? Date())
+            } else if let unavailable = sourceUnavailable {
+                logger.notice("the source reads its input again (unavailable since \(unavailable.since))")
+                sourceUnavailable = nil
+                sourceFailingSince.store(Int64.max, ordering: .releasing)
+            }
+            return
         case .changed(let changes, let problems, let receivedAt):
             sourceRejection = nil
             sourceRejectedSince = nil

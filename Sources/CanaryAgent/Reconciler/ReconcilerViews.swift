@@ -49,6 +49,7 @@ extension Reconciler {
         return AgentStatus(
             source: sourceSummary, ready: ready, startedAt: startedAt, lastSync: lastSync, lastFullSync: lastFullSyncReport,
             services: services, problems: sourceProblems, sourceError: sourceRejection, sourceErrorSince: sourceRejectedSince,
+            sourceUnavailable: sourceUnavailable,
             kernelError: lastKernelError, kernelErrorSince: kernelErrorSince, masqueradeError: masquerade.error,
             addresses: addresses.bound.sorted().map(\.description), drainingDestinations: drains.count)
     }
@@ -76,6 +77,15 @@ extension Reconciler {
     /// `Settings.degradedAfter`: the node is then not ready.
     public nonisolated var masqueradeDegradedFor: Duration? {
         let since = masqueradeFailingSince.load(ordering: .acquiring)
+        guard since != Int64.max else { return nil }
+        let failing = Duration.nanoseconds(Self.nanoseconds(ContinuousClock.now - clockOrigin) - since)
+        return failing > settings.degradedAfter ? failing : nil
+    }
+
+    /// How long the source has been unable to read its input (the API server out of reach), when that
+    /// is longer than `Settings.degradedAfter`: the node is then not ready (its table may be stale).
+    public nonisolated var sourceUnavailableFor: Duration? {
+        let since = sourceFailingSince.load(ordering: .acquiring)
         guard since != Int64.max else { return nil }
         let failing = Duration.nanoseconds(Self.nanoseconds(ContinuousClock.now - clockOrigin) - since)
         return failing > settings.degradedAfter ? failing : nil

@@ -21,6 +21,9 @@ public enum SourceEvent: Sendable {
     case changed(DesiredServiceChanges, problems: [InputProblem], receivedAt: ContinuousClock.Instant)
     /// The input was rejected whole (a static file with an error): the running table stays.
     case rejected(InputProblem)
+    /// The source cannot read its input (the API server is out of reach), with the error; nil once it
+    /// can again. The running table stays; the agent is not ready while it lasts too long.
+    case unavailable(String?)
 }
 
 /// Where the desired state comes from: the cluster or a static file.
