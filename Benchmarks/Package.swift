@@ -25,6 +25,64 @@ let package = Package(
             path: "Benchmarks/PlannerBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // Issue 17's host benchmarks: everything of the agent's path that needs no kernel. Two
+        // targets, so that the half without the Kubernetes client (the full solve and plan, the
+        // static file, the memory in static mode) builds without the HTTP and TLS stack.
+        .executableTarget(
+            name: "HostBenchmarks",
+            dependencies: [
+                "HostScenarios",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "CanaryCore", package: agentPackage),
+                .product(name: "IPVS", package: agentPackage),
+                .product(name: "StaticConfig", package: agentPackage),
+            ],
+            path: "Benchmarks/HostBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // One watch event end to end and the memory in Kubernetes mode.
+        .executableTarget(
+            name: "KubernetesBenchmarks",
+            dependencies: [
+                "HostScenarios", "KubernetesScenarios",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "CanaryCore", package: agentPackage),
+                .product(name: "IPVS", package: agentPackage),
+            ],
+            path: "Benchmarks/KubernetesBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // The host suites' inputs and scenarios, shared with HostProfile: the table, the static file.
+        .target(
+            name: "HostScenarios",
+            dependencies: [
+                .product(name: "CanaryCore", package: agentPackage),
+                .product(name: "IPVS", package: agentPackage),
+            ],
+            path: "HostScenarios"
+        ),
+        // The same table as a cluster (Services, EndpointSlices, a watch event) and the event path.
+        .target(
+            name: "KubernetesScenarios",
+            dependencies: [
+                "HostScenarios",
+                .product(name: "CanaryCore", package: agentPackage),
+                .product(name: "IPVS", package: agentPackage),
+                .product(name: "KubernetesSource", package: agentPackage),
+            ],
+            path: "KubernetesScenarios"
+        ),
+        // One host scenario in a loop, without package-benchmark: for `valgrind --tool=callgrind`
+        // (see README "Where the time goes").
+        .executableTarget(
+            name: "HostProfile",
+            dependencies: [
+                "HostScenarios",
+                .product(name: "CanaryCore", package: agentPackage),
+                .product(name: "StaticConfig", package: agentPackage),
+            ],
+            path: "HostProfile"
+        ),
         // Issue 7's measurements against the real kernel, run in a VM by perf/run.sh: the agent's
         // full sync, dump and table check. Not a package-benchmark suite: each run is one process.
         .executableTarget(

@@ -12,7 +12,11 @@ import KubernetesClient
 /// Service's work. A relist, a Node change, an address conflict, or a problem on a touched Service
 /// translates everything with `Translator.translate`, whose result this equals in every case (a
 /// property the tests check over random event sequences).
-struct TranslationCache: Sendable {
+///
+/// Internal to the agent; `@_spi(Benchmarks)` opens the few members the host benchmarks
+/// (`Benchmarks/Benchmarks/HostBenchmarks`) drive, one watch event at a time, without a cluster.
+/// A release build has no `@testable import`, so they cannot reach it otherwise.
+@_spi(Benchmarks) public struct TranslationCache: Sendable {
     let endpointsAPI: KubernetesSource.EndpointsAPI
     let defaultScheduler: Scheduler
     let acceptExternalIPs: Bool
@@ -38,7 +42,10 @@ struct TranslationCache: Sendable {
     private var outputs: [InputObject: [ServiceKey]] = [:]
     private var owners: [ServiceKey: InputObject] = [:]
 
-    init(endpointsAPI: KubernetesSource.EndpointsAPI, defaultScheduler: Scheduler, acceptExternalIPs: Bool = false) {
+    /// Empty caches: nothing is translated until the first `translate()`.
+    @_spi(Benchmarks) public init(
+        endpointsAPI: KubernetesSource.EndpointsAPI, defaultScheduler: Scheduler, acceptExternalIPs: Bool = false
+    ) {
         self.endpointsAPI = endpointsAPI
         self.defaultScheduler = defaultScheduler
         self.acceptExternalIPs = acceptExternalIPs
@@ -46,7 +53,8 @@ struct TranslationCache: Sendable {
 
     // MARK: - Changes
 
-    mutating func replaceServices(_ all: [ObjectKey: Service]) {
+    /// A relist of the Services: the cache holds exactly these; the next translation is a full one.
+    @_spi(Benchmarks) public mutating func replaceServices(_ all: [ObjectKey: Service]) {
         services = all
         canaryOf = [:]
         canaryUsers = [:]
@@ -61,7 +69,8 @@ struct TranslationCache: Sendable {
         touch(affected(by: key))
     }
 
-    mutating func replaceSlices(_ all: [ObjectKey: EndpointSlice]) {
+    /// A relist of the EndpointSlices: the cache holds exactly these; the next translation is a full one.
+    @_spi(Benchmarks) public mutating func replaceSlices(_ all: [ObjectKey: EndpointSlice]) {
         slices = all
         slicesOfService = [:]
         serviceOfSlice = [:]
@@ -69,7 +78,8 @@ struct TranslationCache: Sendable {
         touched = nil
     }
 
-    mutating func changeSlice(_ key: ObjectKey, to slice: EndpointSlice?) {
+    /// One watch event on a slice (nil: deleted): the Services it belongs to, before and after, are touched.
+    @_spi(Benchmarks) public mutating func changeSlice(_ key: ObjectKey, to slice: EndpointSlice?) {
         if let old = serviceOfSlice[key] { touch(affected(by: old)) }
         slices[key] = slice
         indexSlice(key, slice)
@@ -98,7 +108,7 @@ struct TranslationCache: Sendable {
     /// else everything. Returns the virtual services whose entries differ from the previous
     /// translation's, each with its new entry (nil: gone), and every problem now. The first call
     /// returns every service.
-    mutating func translate() -> (changes: [ServiceKey: DesiredService?], problems: [InputProblem]) {
+    @_spi(Benchmarks) public mutating func translate() -> (changes: [ServiceKey: DesiredService?], problems: [InputProblem]) {
         defer { touched = [] }
         if let touched, last != nil, let changed = translateTouched(touched), let last {
             incrementalTranslations += 1
