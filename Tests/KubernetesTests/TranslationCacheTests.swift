@@ -3,7 +3,7 @@ import IPVS
 import KubernetesClient
 import Testing
 
-@testable import KubernetesSource
+@_spi(Benchmarks) @testable import KubernetesSource
 
 /// The cache that translates only what a change touches gives, after every change, exactly what
 /// translating the whole cluster gives: over random sequences of Service, slice and Node changes
