@@ -85,7 +85,7 @@ done
 {
     echo "# Host benchmarks (issue 17): the agent's path without the kernel"
     echo
-    echo "Command: \`${command_line}\` (the host suite: \`Benchmarks/Benchmarks/HostBenchmarks\`)."
+    echo "Command: \`${command_line}\` (the host suite: \`Benchmarks/Benchmarks/HostBenchmarks\` and \`KubernetesBenchmarks\`)."
     echo "Made on $(date -u +%Y-%m-%d) at commit ${commit}. Machine: $(machine)."
     echo "Load average (1, 5, 15 min) around each size's run: $(IFS=';'; echo "${host_loads[*]}" | sed 's/;/; /g')."
     echo "Allocation counts and retained bytes are exact (the malloc interposer); times are wall clock on a"
