@@ -81,24 +81,33 @@ struct EndpointsAndSourcesTests {
         }
     }
 
+    /// A fresh directory with the path of a `config.yaml` in it (not written yet).
+    static func temporaryConfigurationFile() throws -> (directory: URL, file: URL) {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("canary-static-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return (directory, directory.appendingPathComponent("config.yaml"))
+    }
+
+    /// A static file with one service `web` (the default scheduler, wrr) on 10.96.0.10:80 and the canary 10.9.1.9:80 at `weight` %.
+    static func writeWebService(to file: URL, stable: [String], weight: String) throws {
+        try """
+        services:
+          - name: web
+            address: 10.96.0.10
+            port: 80
+            stable: [\(stable.joined(separator: ", "))]
+            canary:
+              weight: \(weight)
+              endpoints: [10.9.1.9:80]
+        """.write(to: file, atomically: true, encoding: .utf8)
+    }
+
     @Test("the static file: read at start, again when it changes, a bad file rejected with its line and field")
     func staticFileSource() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("canary-static-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let (directory, file) = try Self.temporaryConfigurationFile()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let file = directory.appendingPathComponent("config.yaml")
-        func write(weight: String) throws {
-            try """
-            services:
-              - name: web
-                address: 10.96.0.10
-                port: 80
-                stable: [10.9.1.2:80]
-                canary:
-                  weight: \(weight)
-                  endpoints: [10.9.1.9:80]
-            """.write(to: file, atomically: true, encoding: .utf8)
-        }
+        func write(weight: String) throws { try Self.writeWebService(to: file, stable: ["10.9.1.2:80"], weight: weight) }
         try write(weight: "10")
         let source = StaticFileSource(path: file.path, pollInterval: .milliseconds(20), logger: Logger(label: "test"))
         let (events, continuation) = AsyncStream<SourceEvent>.makeStream()
