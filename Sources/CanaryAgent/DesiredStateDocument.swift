@@ -6,6 +6,8 @@ import IPVS
 public struct DesiredStateDocument: Codable, Sendable, Hashable {
     public struct Service: Codable, Sendable, Hashable {
         public var name: String
+        /// The object and port it comes from (absent from an older agent's document: then the name).
+        public var origin: ServiceOrigin?
         /// `tcp`, `udp` or `sctp`.
         public var `protocol`: String
         public var address: String
@@ -32,7 +34,7 @@ public struct DesiredStateDocument: Codable, Sendable, Hashable {
             // Sources make only address services; a firewall-mark one would have no address here.
             guard case .inet(let proto, let socket) = service.key else { return nil }
             return Service(
-                name: service.name, protocol: proto.description.lowercased(), address: "\(socket.address)",
+                name: service.name, origin: service.origin, protocol: proto.description.lowercased(), address: "\(socket.address)",
                 port: socket.port, scheduler: service.scheduler.rawValue, persistenceTimeout: service.persistence?.timeout,
                 persistenceNetmask: service.persistence?.netmask, forwarding: service.forwarding,
                 stable: service.stable.map { Endpoint(address: "\($0.address)", draining: $0.state == .draining) },
@@ -67,7 +69,8 @@ public struct DesiredStateDocument: Codable, Sendable, Hashable {
             }
             services.append(
                 DesiredService(
-                    name: service.name, key: .inet(proto, SocketAddress(address: address, port: service.port)),
+                    origin: service.origin ?? .staticService(service.name),
+                    key: .inet(proto, SocketAddress(address: address, port: service.port)),
                     scheduler: Scheduler(rawValue: service.scheduler),
                     persistence: service.persistenceTimeout.map { Persistence(timeout: $0, netmask: service.persistenceNetmask) },
                     forwarding: service.forwarding, stable: try endpoints(service.stable, "stable"),

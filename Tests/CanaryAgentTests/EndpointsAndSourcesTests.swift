@@ -71,6 +71,12 @@ struct EndpointsAndSourcesTests {
 
     @Test("the desired-state document names the field that does not parse")
     func documentErrors() throws {
+        // A round trip keeps every field, a Kubernetes service's origin included.
+        var fromCluster = ReconcilerTests.api
+        fromCluster.origin = ServiceOrigin(object: .service(namespace: "shop", name: "api"), port: "http")
+        let state = DesiredState(services: [ReconcilerTests.web, fromCluster])
+        let encoded = try JSONEncoder().encode(DesiredStateDocument(state))
+        #expect(try JSONDecoder().decode(DesiredStateDocument.self, from: encoded).desiredState() == state)
         var document = DesiredStateDocument(DesiredState(services: [ReconcilerTests.web, ReconcilerTests.api]))
         document.services[1].canary[0].address = "10.9.2.9"
         #expect(throws: DesiredStateDocument.DocumentError.self) { try document.desiredState() }
