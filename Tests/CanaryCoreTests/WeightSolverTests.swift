@@ -392,9 +392,24 @@ struct WeightSolverCommonRuleTests {
         #expect(assignment.explanation?.contains("no live endpoint") == true)
     }
 
-    @Test func duplicateAddressesAreKeptOnceAsStable() {
+    /// An address in both groups is one destination carrying both groups' shares for it: stable
+    /// asks 25 % of each of its two, canary 25 % of each of its two, so the shared one gets 50 %.
+    @Test func anAddressInBothGroupsCarriesBothShares() {
         var service = SolverFixture.service(.weightedRoundRobin, stable: 2, canary: 1, basisPoints: 5000)
-        service.canary.append(Endpoint(SolverFixture.address(0, canary: false)))
+        let shared = SolverFixture.address(0, canary: false)
+        service.canary.append(Endpoint(shared))
+        let assignment = WeightSolver.solve(service)
+        // Hand-solved: the shortest wrr cycle with shares 50 / 25 / 25 %.
+        #expect(assignment.weights == [shared: 2, SolverFixture.address(1, canary: false): 1, SolverFixture.address(0, canary: true): 1])
+        #expect(assignment.explanation?.contains("in more than one group (stable, canary)") == true)
+        #expect(assignment.groups.map(\.effective) == [0.5, 0.5])
+        #expect(assignment.effectiveCanaryShare == 0.5)
+        #expect(assignment.cycleLength == 4)
+    }
+
+    @Test func anAddressListedTwiceInOneGroupIsKeptOnce() {
+        var service = SolverFixture.service(.weightedRoundRobin, stable: 2, canary: 1, basisPoints: 5000)
+        service.stable.append(service.stable[0])
         let assignment = WeightSolver.solve(service)
         #expect(assignment.weights.count == 3)
         #expect(assignment.warnings.contains { $0.contains("listed twice") })

@@ -77,8 +77,11 @@ public struct Persistence: Hashable, Sendable, Codable {
     }
 }
 
-/// One virtual service as the agent wants it: where it listens, how it schedules, and its
-/// stable and canary endpoints with the share of new connections the canary gets.
+/// One virtual service as the agent wants it: where it listens, how it schedules, and its backend
+/// groups, each with its endpoints and its weight (the share of new connections it is to get).
+///
+/// The stable/canary split is the two-group case: stable weighs `10,000 − b` and canary `b`, for
+/// a canary share of `b` basis points (`init(origin:…stable:canary:canaryShare:)`).
 public struct DesiredService: Hashable, Sendable {
     /// The object and port it comes from.
     public var origin: ServiceOrigin
@@ -86,24 +89,38 @@ public struct DesiredService: Hashable, Sendable {
     public var scheduler: Scheduler
     public var persistence: Persistence?
     public var forwarding: ForwardingMethod
-    public var stable: [Endpoint]
-    public var canary: [Endpoint]
-    /// Target share of new connections for the canary endpoints together.
-    public var canaryShare: CanaryShare
+    /// The groups in order; an address in several groups is one destination carrying the sum of
+    /// their shares for it.
+    public var backends: [BackendGroup]
+    /// What happens when no group with weight has a live endpoint.
+    public var unweightedFallback: UnweightedFallback
 
+    /// A service of any number of weighted groups.
     public init(
         origin: ServiceOrigin, key: ServiceKey, scheduler: Scheduler, persistence: Persistence? = nil,
-        forwarding: ForwardingMethod = .masquerade, stable: [Endpoint], canary: [Endpoint] = [],
-        canaryShare: CanaryShare = .zero
+        forwarding: ForwardingMethod = .masquerade, backends: [BackendGroup],
+        unweightedFallback: UnweightedFallback = .refuseNewConnections
     ) {
         self.origin = origin
         self.key = key
         self.scheduler = scheduler
         self.persistence = persistence
         self.forwarding = forwarding
-        self.stable = stable
-        self.canary = canary
-        self.canaryShare = canaryShare
+        self.backends = backends
+        self.unweightedFallback = unweightedFallback
+    }
+
+    /// A stable/canary service: groups `stable` (weight `10,000 − canaryShare`) and `canary`
+    /// (weight `canaryShare`, in basis points), with the split's fallback to a group of weight 0.
+    public init(
+        origin: ServiceOrigin, key: ServiceKey, scheduler: Scheduler, persistence: Persistence? = nil,
+        forwarding: ForwardingMethod = .masquerade, stable: [Endpoint], canary: [Endpoint] = [],
+        canaryShare: CanaryShare = .zero
+    ) {
+        self.init(
+            origin: origin, key: key, scheduler: scheduler, persistence: persistence, forwarding: forwarding,
+            backends: Self.stableAndCanary(stable: stable, canary: canary, canaryShare: canaryShare),
+            unweightedFallback: .useGroupsOfWeightZero)
     }
 
     /// A static entry named `name` (tests, benchmarks and tools that make services by hand).
@@ -117,8 +134,66 @@ public struct DesiredService: Hashable, Sendable {
             stable: stable, canary: canary, canaryShare: canaryShare)
     }
 
+    /// The two groups of a stable/canary split.
+    public static func stableAndCanary(stable: [Endpoint], canary: [Endpoint], canaryShare: CanaryShare) -> [BackendGroup] {
+        [
+            BackendGroup(name: "stable", weight: 10_000 - canaryShare.basisPoints, endpoints: stable),
+            BackendGroup(name: "canary", weight: canaryShare.basisPoints, endpoints: canary),
+        ]
+    }
+
     /// For people and metric labels: "default/web:http" in Kubernetes, the entry's name in static mode.
     public var name: String { origin.displayName }
+
+    /// True for the stable/canary split: exactly two groups named `stable` and `canary`.
+    public var isStableAndCanary: Bool {
+        backends.count == 2 && backends[0].name == "stable" && backends[1].name == "canary"
+    }
+
+    /// The sum of the groups' weights.
+    public var totalWeight: Int { backends.reduce(0) { $0 + $1.weight } }
+
+    /// Each group's target share (its weight over the total), 0 ... 1; all 0 when every weight is 0.
+    public var targetShares: [Double] {
+        let total = totalWeight
+        return backends.map { total == 0 ? 0 : Double($0.weight) / Double(total) }
+    }
+
+    /// The first group's endpoints (stable, in a stable/canary split).
+    public var stable: [Endpoint] {
+        get { backends.first?.endpoints ?? [] }
+        set {
+            if backends.isEmpty { backends = Self.stableAndCanary(stable: [], canary: [], canaryShare: .zero) }
+            backends[0].endpoints = newValue
+        }
+    }
+
+    /// Every endpoint of the groups after the first (canary, in a stable/canary split).
+    public var canary: [Endpoint] {
+        get { backends.dropFirst().flatMap(\.endpoints) }
+        set {
+            precondition(backends.count <= 2, "canary is the second group of a two-group service")
+            if backends.count < 2 { backends = Self.stableAndCanary(stable: stable, canary: [], canaryShare: canaryShare) }
+            backends[1].endpoints = newValue
+        }
+    }
+
+    /// The target share of the groups after the first (the canary's, in a stable/canary split),
+    /// rounded to a basis point; setting it makes the first two groups weigh `10,000 − b` and `b`.
+    public var canaryShare: CanaryShare {
+        get {
+            let total = totalWeight
+            guard total > 0, let first = backends.first else { return .zero }
+            let rest = total - first.weight
+            return CanaryShare(basisPoints: (rest * 10_000 + total / 2) / total) ?? .zero
+        }
+        set {
+            precondition(backends.count <= 2, "the canary share is that of a two-group service")
+            if backends.count < 2 { backends = Self.stableAndCanary(stable: stable, canary: canary, canaryShare: .zero) }
+            backends[0].weight = 10_000 - newValue.basisPoints
+            backends[1].weight = newValue.basisPoints
+        }
+    }
 }
 
 /// Everything the agent wants in the kernel, keyed by virtual service.

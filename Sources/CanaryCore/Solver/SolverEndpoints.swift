@@ -1,65 +1,113 @@
 import IPVS
 
-/// A service's endpoints as the solver works on them: each address once, split into live
-/// stable, live canary and the rest, in the order the kernel will list them.
+/// A service's endpoints as the solver works on them: each address once, in destination
+/// classes (the set of groups that list it: for groups that share no address, one class per
+/// group), in the order the kernel will list them.
 struct SolverEndpoints {
-    enum Group: Hashable { case stable, canary }
-
     struct Member: Hashable {
         var address: SocketAddress
-        var group: Group
+        /// Index into `classes`.
+        var classIndex: Int
         var isLive: Bool
-        /// Position among the live endpoints of its group, in the service's order; -1 when not live.
+        /// Position among the live endpoints of its class, in the service's order; -1 when not live.
         var rank: Int
     }
 
-    /// Every endpoint once, in the service's order (stable, then canary).
+    /// Endpoints listed by the same set of groups: they carry the same share each.
+    struct DestinationClass: Hashable {
+        /// The groups that list these endpoints, ascending.
+        var groups: [Int]
+        var liveCount: Int
+    }
+
+    /// Every endpoint once, in the service's order (the groups in order, a duplicate's first occurrence).
     let members: [Member]
     /// Every endpoint once, in the kernel's list order as the solver assumes it.
     let listOrder: [Member]
-    let liveStableCount: Int
-    let liveCanaryCount: Int
-    /// Addresses listed twice: the first occurrence (stable before canary) is the one kept.
+    let classes: [DestinationClass]
+    /// Per group: its live endpoints, each address once (an address in two groups counts in both).
+    let groupLiveCounts: [Int]
+    /// Addresses listed twice within one group: kept once.
     let duplicates: [SocketAddress]
+    /// Addresses listed by more than one group, with the groups: one destination each.
+    let shared: [(address: SocketAddress, groups: [Int])]
 
     /// - Parameter kernelOrder: the service's destinations as the kernel lists them now (a dump's
     ///   order, most recently added first). Endpoints not in it are about to be added, so they
     ///   come first. Without it the solver assumes the agent added the service's endpoints in
-    ///   their order (stable, then canary), which the kernel lists in reverse.
+    ///   their order (the groups in order), which the kernel lists in reverse.
     init(_ service: DesiredService, kernelOrder: [SocketAddress]?) {
-        let count = service.stable.count + service.canary.count
-        var members: [Member] = []
-        members.reserveCapacity(count)
+        let groupCount = service.backends.count
+        var count = 0
+        for group in service.backends { count += group.endpoints.count }
+        // One entry per address: its groups (ascending, as groups are walked in order) and liveness.
+        var addresses: [SocketAddress] = []
+        var groupsOf: [[Int]] = []
+        var live: [Bool] = []
+        addresses.reserveCapacity(count)
+        groupsOf.reserveCapacity(count)
+        live.reserveCapacity(count)
         // Short lists are checked for duplicates linearly, which is cheaper than hashing.
-        let usesSet = count > 32
-        var seen = Set<SocketAddress>(minimumCapacity: usesSet ? count : 0)
+        let usesIndex = count > 32
+        var index: [SocketAddress: Int] = usesIndex ? Dictionary(minimumCapacity: count) : [:]
         var duplicates: [SocketAddress] = []
-        var stableRank = 0, canaryRank = 0
-        func add(_ endpoint: Endpoint, _ group: Group) {
-            let isDuplicate =
-                usesSet ? !seen.insert(endpoint.address).inserted : members.contains { $0.address == endpoint.address }
-            if isDuplicate {
-                duplicates.append(endpoint.address)
-                return
+        var hasShared = false
+        for (groupIndex, group) in service.backends.enumerated() {
+            for endpoint in group.endpoints {
+                let existing: Int? =
+                    usesIndex ? index[endpoint.address] : addresses.firstIndex(of: endpoint.address)
+                if let existing {
+                    if groupsOf[existing].last == groupIndex {
+                        duplicates.append(endpoint.address)
+                    } else {
+                        groupsOf[existing].append(groupIndex)
+                        hasShared = true
+                    }
+                    if endpoint.state == .live { live[existing] = true }
+                    continue
+                }
+                if usesIndex { index[endpoint.address] = addresses.count }
+                addresses.append(endpoint.address)
+                groupsOf.append([groupIndex])
+                live.append(endpoint.state == .live)
             }
-            var rank = -1
-            if endpoint.state == .live {
-                if group == .stable {
-                    rank = stableRank
-                    stableRank += 1
+        }
+
+        // Classes: one per group unless some address is shared.
+        var classes: [DestinationClass] = (0..<groupCount).map { DestinationClass(groups: [$0], liveCount: 0) }
+        var classOf: [Int] = groupsOf.map { $0[0] }
+        var shared: [(SocketAddress, [Int])] = []
+        if hasShared {
+            var classIndex: [[Int]: Int] = [:]
+            for (position, groups) in groupsOf.enumerated() where groups.count > 1 {
+                shared.append((addresses[position], groups))
+                if let known = classIndex[groups] {
+                    classOf[position] = known
                 } else {
-                    rank = canaryRank
-                    canaryRank += 1
+                    classIndex[groups] = classes.count
+                    classOf[position] = classes.count
+                    classes.append(DestinationClass(groups: groups, liveCount: 0))
                 }
             }
-            members.append(Member(address: endpoint.address, group: group, isLive: rank >= 0, rank: rank))
         }
-        for endpoint in service.stable { add(endpoint, .stable) }
-        for endpoint in service.canary { add(endpoint, .canary) }
+        var groupLiveCounts = [Int](repeating: 0, count: groupCount)
+        var members: [Member] = []
+        members.reserveCapacity(addresses.count)
+        for position in addresses.indices {
+            let classIndex = classOf[position]
+            var rank = -1
+            if live[position] {
+                rank = classes[classIndex].liveCount
+                classes[classIndex].liveCount += 1
+                for group in groupsOf[position] { groupLiveCounts[group] += 1 }
+            }
+            members.append(Member(address: addresses[position], classIndex: classIndex, isLive: rank >= 0, rank: rank))
+        }
         self.members = members
+        self.classes = classes
+        self.groupLiveCounts = groupLiveCounts
         self.duplicates = duplicates
-        liveStableCount = stableRank
-        liveCanaryCount = canaryRank
+        self.shared = shared
 
         if let kernelOrder {
             let listed = Set(kernelOrder)
@@ -76,25 +124,17 @@ struct SolverEndpoints {
         }
     }
 
-    var liveCount: Int { liveStableCount + liveCanaryCount }
+    var liveCount: Int { classes.reduce(0) { $0 + $1.liveCount } }
 
-    /// Live stable endpoints, in the service's order.
-    var liveStable: [SocketAddress] { members.filter { $0.group == .stable && $0.isLive }.map(\.address) }
-    /// Live canary endpoints, in the service's order.
-    var liveCanary: [SocketAddress] { members.filter { $0.group == .canary && $0.isLive }.map(\.address) }
-
-    /// Weights in list order: each group's total spread over its live endpoints as evenly as
+    /// Weights in list order: each class's total spread over its live endpoints as evenly as
     /// integers allow (the first `total % count` in the service's order get one more), every
-    /// other endpoint (draining, or of a group given 0) 0.
-    func listWeights(stableTotal: Int, canaryTotal: Int) -> [Int] {
-        let stableBase = liveStableCount > 0 ? stableTotal / liveStableCount : 0
-        let stableExtra = liveStableCount > 0 ? stableTotal % liveStableCount : 0
-        let canaryBase = liveCanaryCount > 0 ? canaryTotal / liveCanaryCount : 0
-        let canaryExtra = liveCanaryCount > 0 ? canaryTotal % liveCanaryCount : 0
+    /// other endpoint (draining, or of a class given 0) 0.
+    func listWeights(classTotals: [Int]) -> [Int] {
+        let base = classes.indices.map { classes[$0].liveCount > 0 ? classTotals[$0] / classes[$0].liveCount : 0 }
+        let extra = classes.indices.map { classes[$0].liveCount > 0 ? classTotals[$0] % classes[$0].liveCount : 0 }
         return listOrder.map { member in
             guard member.rank >= 0 else { return 0 }
-            return member.group == .stable
-                ? stableBase + (member.rank < stableExtra ? 1 : 0) : canaryBase + (member.rank < canaryExtra ? 1 : 0)
+            return base[member.classIndex] + (member.rank < extra[member.classIndex] ? 1 : 0)
         }
     }
 
@@ -106,17 +146,51 @@ struct SolverEndpoints {
         return weights
     }
 
-    /// The weights by address for group totals spread as `listWeights` does.
+    /// Each class's part of `counts` (one per list position) over their sum; all 0 when none.
+    func classShares(of counts: [Int]) -> [Double] {
+        var perClass = [Int](repeating: 0, count: classes.count)
+        var total = 0
+        for (member, count) in zip(listOrder, counts) {
+            total += count
+            perClass[member.classIndex] += count
+        }
+        return perClass.map { total == 0 ? 0 : Double($0) / Double(total) }
+    }
+}
+
+/// Two classes of a service seen as the stable/canary split the two-class solvers were written
+/// for: "stable" is the class that comes first, "canary" the other (absent when one class takes
+/// every new connection).
+struct TwoClassView {
+    let endpoints: SolverEndpoints
+    let stableClass: Int
+    let canaryClass: Int?
+
+    var listOrder: [SolverEndpoints.Member] { endpoints.listOrder }
+    var liveStableCount: Int { endpoints.classes[stableClass].liveCount }
+    var liveCanaryCount: Int { canaryClass.map { endpoints.classes[$0].liveCount } ?? 0 }
+
+    /// Weights in list order for these totals (other classes 0).
+    func listWeights(stableTotal: Int, canaryTotal: Int) -> [Int] {
+        var totals = [Int](repeating: 0, count: endpoints.classes.count)
+        totals[stableClass] = stableTotal
+        if let canaryClass { totals[canaryClass] = canaryTotal }
+        return endpoints.listWeights(classTotals: totals)
+    }
+
+    func weightMap(_ listWeights: [Int]) -> [SocketAddress: Int32] { endpoints.weightMap(listWeights) }
+
     func weightMap(stableTotal: Int, canaryTotal: Int) -> [SocketAddress: Int32] {
         weightMap(listWeights(stableTotal: stableTotal, canaryTotal: canaryTotal))
     }
 
-    /// The canary's part of `counts` (one per list position) over their sum; 0 when none.
+    /// The canary class's part of `counts` (one per list position) over their sum; 0 when none.
     func canaryShare(of counts: [Int]) -> Double {
+        guard let canaryClass else { return 0 }
         var canary = 0, total = 0
         for (member, count) in zip(listOrder, counts) {
             total += count
-            if member.group == .canary { canary += count }
+            if member.classIndex == canaryClass { canary += count }
         }
         return total == 0 ? 0 : Double(canary) / Double(total)
     }

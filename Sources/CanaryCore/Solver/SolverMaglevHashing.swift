@@ -54,7 +54,7 @@ enum MaglevHashingSolver {
     }
 
     static func solve(
-        _ endpoints: SolverEndpoints, target: CanaryShare, stableGetsTraffic: Bool, canaryGetsTraffic: Bool
+        _ endpoints: TwoClassView, target: CanaryShare, stableGetsTraffic: Bool, canaryGetsTraffic: Bool
     ) -> WeightAssignment {
         let stableCount = stableGetsTraffic ? endpoints.liveStableCount : 0
         let canaryCount = canaryGetsTraffic ? endpoints.liveCanaryCount : 0
@@ -191,7 +191,7 @@ enum MaglevHashingSolver {
     /// The canary's share of the table entries held by live endpoints with these weights (in
     /// list order), by the populate loop's counts. Weight-0 endpoints are counted with no turns:
     /// their last weight is not known here, and their clients spread over the others.
-    static func evaluate(_ endpoints: SolverEndpoints, _ listWeights: [Int]) -> Double {
+    static func evaluate(_ endpoints: TwoClassView, _ listWeights: [Int]) -> Double {
         endpoints.canaryShare(of: MaglevHashingModel.entryCounts(turns: MaglevHashingModel.turns(lastWeights: listWeights)))
     }
 }

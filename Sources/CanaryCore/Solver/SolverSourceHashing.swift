@@ -15,7 +15,7 @@ enum SourceHashingSolver {
     /// - Parameters:
     ///   - stableGetsTraffic / canaryGetsTraffic: whether that group's live endpoints get weight.
     static func solve(
-        _ endpoints: SolverEndpoints, target: CanaryShare, stableGetsTraffic: Bool, canaryGetsTraffic: Bool
+        _ endpoints: TwoClassView, target: CanaryShare, stableGetsTraffic: Bool, canaryGetsTraffic: Bool
     ) -> WeightAssignment {
         let stableCount = stableGetsTraffic ? endpoints.liveStableCount : 0
         let canaryCount = canaryGetsTraffic ? endpoints.liveCanaryCount : 0
@@ -93,14 +93,14 @@ enum SourceHashingSolver {
 
     /// The canary's share of clients with these weights (in list order), by the kernel's table
     /// and fallback walk.
-    static func share(_ endpoints: SolverEndpoints, _ listWeights: [Int]) -> Double {
+    static func share(_ endpoints: TwoClassView, _ listWeights: [Int]) -> Double {
         endpoints.canaryShare(of: SourceHashingModel(weights: listWeights).servedBuckets(fallback: true))
     }
 
     /// More endpoints than buckets: each takes one bucket in list order until they run out, so
     /// every weight is 1 (or 0) and the endpoints late in the list (added earliest) get nothing.
     static func degraded(
-        _ endpoints: SolverEndpoints, target: CanaryShare, stableCount: Int, canaryCount: Int
+        _ endpoints: TwoClassView, target: CanaryShare, stableCount: Int, canaryCount: Int
     ) -> WeightAssignment {
         let weights = endpoints.listWeights(stableTotal: stableCount, canaryTotal: canaryCount)
         let held = SourceHashingModel(weights: weights).heldBuckets

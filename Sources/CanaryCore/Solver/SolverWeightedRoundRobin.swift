@@ -139,7 +139,7 @@ enum WeightedRoundRobinSolver {
     }
 
     /// Solves a wrr service whose stable and canary groups both have live endpoints.
-    static func solve(_ endpoints: SolverEndpoints, target: CanaryShare) -> WeightAssignment {
+    static func solve(_ endpoints: TwoClassView, target: CanaryShare) -> WeightAssignment {
         let split = split(
             stableCount: endpoints.liveStableCount, canaryCount: endpoints.liveCanaryCount, basisPoints: target.basisPoints)
         let weights = endpoints.weightMap(stableTotal: split.stableTotal, canaryTotal: split.canaryTotal)
@@ -169,7 +169,7 @@ enum WeightedRoundRobinSolver {
     /// progress or at random (wlc, sed, nq, lblc, lblcr, twos, …): the same weights as wrr; the
     /// reported share is the weight share, which such a scheduler only approaches.
     static func solveProportional(
-        _ endpoints: SolverEndpoints, target: CanaryShare, scheduler: Scheduler
+        _ endpoints: TwoClassView, target: CanaryShare, scheduler: Scheduler
     ) -> WeightAssignment {
         var assignment = solve(endpoints, target: target)
         assignment.cycleLength = nil
