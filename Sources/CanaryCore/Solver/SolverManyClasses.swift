@@ -127,20 +127,42 @@ enum ManyClassSolver {
         var candidate = start
         while candidate <= limit {
             defer { candidate += 1 }
-            guard let (lower, upper) = windows(total: candidate, counts: counts, targets: targets) else { continue }
-            var parts: [Int] = []
-            parts.reserveCapacity(counts.count)
-            for i in counts.indices {
-                let ideal = targets[i] * Double(candidate) / Double(counts[i])
-                let multiple = min(max(Int(ideal.rounded()), (lower[i] + counts[i] - 1) / counts[i]), upper[i] / counts[i])
-                guard multiple >= 1, multiple * counts[i] >= lower[i], multiple * counts[i] <= upper[i] else { break }
-                parts.append(multiple * counts[i])
-            }
-            if parts.count == counts.count && parts.reduce(0, +) == candidate {
-                return Totals(totals: parts, sum: candidate, isEqualWithinClasses: true)
-            }
+            guard let (lower, upper) = windows(total: candidate, counts: counts, targets: targets),
+                let parts = multiplesSumming(to: candidate, counts: counts, lower: lower, upper: upper)
+            else { continue }
+            return Totals(totals: parts, sum: candidate, isEqualWithinClasses: true)
         }
         return Totals(totals: unequal, sum: cycle, isEqualWithinClasses: false)
+    }
+
+    /// A multiple of each class's count inside its window, the multiples summing to `total`
+    /// (a depth-first walk: windows hold one or two multiples at the cycles searched); nil when none.
+    static func multiplesSumming(to total: Int, counts: [Int], lower: [Int], upper: [Int]) -> [Int]? {
+        var choices: [[Int]] = []
+        choices.reserveCapacity(counts.count)
+        for i in counts.indices {
+            let first = max(1, (lower[i] + counts[i] - 1) / counts[i]), last = upper[i] / counts[i]
+            guard first <= last else { return nil }
+            choices.append((first...last).map { $0 * counts[i] })
+        }
+        // The least and most the classes after i can still add.
+        var least = [Int](repeating: 0, count: counts.count + 1), most = least
+        for i in counts.indices.reversed() {
+            least[i] = least[i + 1] + (choices[i].first ?? 0)
+            most[i] = most[i + 1] + (choices[i].last ?? 0)
+        }
+        var parts: [Int] = []
+        func walk(_ i: Int, _ left: Int) -> Bool {
+            if i == counts.count { return left == 0 }
+            guard least[i] <= left, left <= most[i] else { return false }
+            for choice in choices[i] {
+                parts.append(choice)
+                if walk(i + 1, left - choice) { return true }
+                parts.removeLast()
+            }
+            return false
+        }
+        return walk(0, total) ? parts : nil
     }
 
     // MARK: - sh

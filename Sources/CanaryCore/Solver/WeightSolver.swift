@@ -205,8 +205,8 @@ public enum WeightSolver {
                     while improved && rounds < 2 * (zeroWeightCount + 1) {
                         improved = false
                         rounds += 1
-                        for from in buckets.indices where buckets[from] > counts[from] {
-                            for to in buckets.indices where to != from {
+                        for from in buckets.indices {
+                            for to in buckets.indices where to != from && buckets[from] > counts[from] {
                                 var next = buckets
                                 next[from] -= 1
                                 next[to] += 1
