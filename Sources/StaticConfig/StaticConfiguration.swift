@@ -17,7 +17,22 @@ import Yams
 ///     canary:
 ///       weight: 10          # percent of new connections, 0-100, two decimals
 ///       endpoints: [10.9.1.9:80]
+///   - name: checkout        # any number of weighted groups instead of stable/canary
+///     address: 10.96.0.12
+///     port: 443
+///     backends:             # 1 to 16, as a Gateway API rule's backendRefs
+///       - name: blue
+///         weight: 70        # 0-1000000 (default 1): share = weight / sum of weights
+///         endpoints: [10.9.3.1:443]
+///       - name: green
+///         weight: 30
+///         endpoints: [10.9.4.1:443, 10.9.4.2:443]
 /// ```
+///
+/// With `backends`, weight 0 takes no new connections and a service none of whose weighted
+/// backends has an endpoint refuses new connections (Gateway API's rules); with `stable`/`canary`
+/// the other group takes them, as it always has. An endpoint in two backends is one destination
+/// with the sum of their shares for it.
 public struct StaticConfiguration: Hashable, Sendable {
 
     /// The scheduler of services that name none.
@@ -124,8 +139,13 @@ private struct ConfigurationReader {
         return StaticConfiguration(defaultScheduler: defaultScheduler, services: services)
     }
 
-    static let serviceFields: Set<String> = ["name", "address", "port", "protocol", "scheduler", "persistence-timeout", "stable", "canary"]
+    static let serviceFields: Set<String> = [
+        "name", "address", "port", "protocol", "scheduler", "persistence-timeout", "stable", "canary", "backends",
+    ]
     static let canaryFields: Set<String> = ["weight", "endpoints"]
+    static let backendFields: Set<String> = ["name", "weight", "endpoints"]
+    /// As many as a Gateway API rule's backendRefs.
+    static let maximumBackends = 16
 
     func service(_ node: Node, _ path: String, defaultScheduler: Scheduler) throws(InputProblem) -> DesiredService {
         let fields = try mapping(
@@ -167,7 +187,20 @@ private struct ConfigurationReader {
             }
             persistence = Persistence(timeout: UInt32(seconds))
         }
-        let stable = try endpoints(required(fields, "stable", node, path), "\(path).stable", family: address.family, virtualAddress: address)
+        let key = ServiceKey.inet(proto, SocketAddress(address: address, port: UInt16(portValue)))
+        if let backendsNode = fields["backends"] {
+            if let other = fields["stable"] ?? fields["canary"] {
+                throw error(at: other, "\(path).\(fields["stable"] != nil ? "stable" : "canary")", "give either stable (and canary) or backends, not both")
+            }
+            return DesiredService(
+                origin: .staticService(name), key: key, scheduler: scheduler, persistence: persistence,
+                backends: try backends(backendsNode, "\(path).backends", address: address),
+                unweightedFallback: .refuseNewConnections)
+        }
+        guard let stableNode = fields["stable"] else {
+            throw error(at: node, "\(path).stable", "missing: give stable (and canary), or backends")
+        }
+        let stable = try endpoints(stableNode, "\(path).stable", family: address.family, virtualAddress: address)
         var canary: [Endpoint] = []
         var share = CanaryShare.zero
         if let canaryNode = fields["canary"] {
@@ -185,8 +218,44 @@ private struct ConfigurationReader {
             throw error(at: fields["canary"], "\(path).canary.endpoints", "\(both.address) is also a stable endpoint")
         }
         return DesiredService(
-            origin: .staticService(name), key: .inet(proto, SocketAddress(address: address, port: UInt16(portValue))), scheduler: scheduler,
+            origin: .staticService(name), key: key, scheduler: scheduler,
             persistence: persistence, stable: stable, canary: canary, canaryShare: share)
+    }
+
+    /// `backends:`: 1 to 16 groups, each `name` (unique, printable), `weight` (0-1000000, default
+    /// 1, as Gateway API's backendRef weight) and `endpoints`.
+    func backends(_ node: Node, _ path: String, address: IPAddress) throws(InputProblem) -> [BackendGroup] {
+        guard case .sequence(let list) = node, !list.isEmpty else {
+            throw error(at: node, path, "must be a list of 1 to \(Self.maximumBackends) backends (name, weight, endpoints)")
+        }
+        guard list.count <= Self.maximumBackends else {
+            throw error(at: node, path, "\(list.count) backends: at most \(Self.maximumBackends), as in a Gateway API rule")
+        }
+        var groups: [BackendGroup] = []
+        var names: [String: Int] = [:]
+        for (index, item) in list.enumerated() {
+            let itemPath = "\(path)[\(index)]"
+            let fields = try mapping(item, itemPath, allowed: Self.backendFields)
+            let nameNode = try required(fields, "name", item, itemPath)
+            let name = try string(nameNode, "\(itemPath).name")
+            guard !name.isEmpty, name.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
+                throw error(at: nameNode, "\(itemPath).name", "'\(excerpt(name))' is not a name: printable text, not empty")
+            }
+            if let other = names[name] {
+                throw error(at: nameNode, "\(itemPath).name", "'\(excerpt(name))' is already the name of \(path)[\(other)]")
+            }
+            names[name] = index
+            let weight = try fields["weight"].map { weightNode throws(InputProblem) in
+                try integer(weightNode, "\(itemPath).weight", BackendGroup.weightRange, what: "weight") { text in
+                    "'\(text)' is not a weight (0-1000000)"
+                }
+            } ?? 1
+            let endpoints = try endpoints(
+                required(fields, "endpoints", item, itemPath), "\(itemPath).endpoints", family: address.family,
+                virtualAddress: address)
+            groups.append(BackendGroup(name: name, weight: weight, endpoints: endpoints))
+        }
+        return groups
     }
 
     func endpoints(

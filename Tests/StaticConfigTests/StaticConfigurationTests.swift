@@ -69,7 +69,7 @@ struct StaticConfigurationTests {
              "agent.yaml:7: services[0].canary.weight: '1e3' is not a percentage from 0 to 100 with at most two decimals"),
             ("scheduler: lb\nservices: []\n", "agent.yaml:1: scheduler: 'lb' is not a scheduler (sh, rr, wrr or mh)"),
             ("services:\n  - name: a\n    address: 10.0.0.1\n    port: 80\n    wieght: 3\n    stable: []\n",
-             "agent.yaml:5: services[0].wieght: unknown field (known: address, canary, name, persistence-timeout, port, protocol, scheduler, stable)"),
+             "agent.yaml:5: services[0].wieght: unknown field (known: address, backends, canary, name, persistence-timeout, port, protocol, scheduler, stable)"),
             ("services:\n  - name: a\n    address: 10.0.0.1\n    port: 80\n    stable: [\"[fd00::2]:80\"]\n",
              "agent.yaml:5: services[0].stable[0]: [fd00::2]:80 is IPv6 but the service address is IPv4: IPVS NAT cannot cross address families"),
             ("services:\n  - name: a\n    address: 10.0.0.1\n    port: 80\n    protocol: icmp\n    stable: []\n",
@@ -78,7 +78,7 @@ struct StaticConfigurationTests {
              "agent.yaml:5: services[0].stable[1]: 10.0.0.2:80 is listed twice"),
             ("services:\n  - name: a\n    address: 10.0.0.1\n    port: 80\n    stable: [10.0.0.2:80]\n  - name: a\n    address: 10.0.0.5\n    port: 80\n    stable: [10.0.0.2:80]\n",
              "agent.yaml:6: services[1].name: 'a' is already the name of services[0]"),
-            ("services:\n  - name: a\n    address: 10.0.0.1\n    port: 80\n", "agent.yaml:2: services[0].stable: missing"),
+            ("services:\n  - name: a\n    address: 10.0.0.1\n    port: 80\n", "agent.yaml:2: services[0].stable: missing: give stable (and canary), or backends"),
             ("services: [\n", "agent.yaml:2: invalid YAML: while parsing a flow node: did not find expected node content"),
         ])
     func rejects(yaml: String, expected: String) {
