@@ -39,6 +39,11 @@ public struct AgentStatus: Codable, Sendable, Hashable {
         public var effectiveCanaryShare: Double?
         public var stable: [String]
         public var canary: [String]
+        /// Per backend group: weight, target and effective share, live endpoints, and why the
+        /// effective share differs (absent from an older agent's status).
+        public var groups: [WeightAssignment.GroupShare]?
+        /// True when no group can take new connections: they are refused, existing ones finish.
+        public var refusesNewConnections: Bool?
         /// True when the kernel holds the service and it is the agent's.
         public var programmed: Bool
         /// The last error programming it (retried with backoff), if any.

@@ -16,10 +16,22 @@ public struct DesiredStateDocument: Codable, Sendable, Hashable {
         public var persistenceTimeout: UInt32?
         public var persistenceNetmask: UInt32?
         public var forwarding: ForwardingMethod
+        /// The first group's endpoints, the others' and their share (an older agent's whole
+        /// description of a service; kept for older CLIs).
         public var stable: [Endpoint]
         public var canary: [Endpoint]
-        /// The canary's share of new connections in hundredths of a percent (1000 = 10%).
+        /// The share of the groups after the first in hundredths of a percent (1000 = 10%).
         public var canaryBasisPoints: Int
+        /// Every backend group with its weight (absent from an older agent's document).
+        public var backends: [Backend]?
+        public var unweightedFallback: UnweightedFallback?
+    }
+
+    public struct Backend: Codable, Sendable, Hashable {
+        public var name: String
+        public var origin: InputObject?
+        public var weight: Int
+        public var endpoints: [Endpoint]
     }
 
     public struct Endpoint: Codable, Sendable, Hashable {
@@ -39,7 +51,14 @@ public struct DesiredStateDocument: Codable, Sendable, Hashable {
                 persistenceNetmask: service.persistence?.netmask, forwarding: service.forwarding,
                 stable: service.stable.map { Endpoint(address: "\($0.address)", draining: $0.state == .draining) },
                 canary: service.canary.map { Endpoint(address: "\($0.address)", draining: $0.state == .draining) },
-                canaryBasisPoints: service.canaryShare.basisPoints)
+                canaryBasisPoints: service.canaryShare.basisPoints,
+                // A stable/canary split is described whole by the fields above.
+                backends: service.isPlainStableAndCanary ? nil : service.backends.map { group in
+                    Backend(
+                        name: group.name, origin: group.origin, weight: group.weight,
+                        endpoints: group.endpoints.map { Endpoint(address: "\($0.address)", draining: $0.state == .draining) })
+                },
+                unweightedFallback: service.isPlainStableAndCanary ? nil : service.unweightedFallback)
         }
     }
 
@@ -67,12 +86,30 @@ public struct DesiredStateDocument: Codable, Sendable, Hashable {
                 }
                 return result
             }
+            let key = ServiceKey.inet(proto, SocketAddress(address: address, port: service.port))
+            let origin = service.origin ?? .staticService(service.name)
+            let persistence = service.persistenceTimeout.map { Persistence(timeout: $0, netmask: service.persistenceNetmask) }
+            if let backends = service.backends {
+                var groups: [BackendGroup] = []
+                for (position, backend) in backends.enumerated() {
+                    guard BackendGroup.weightRange.contains(backend.weight) else {
+                        throw DocumentError(field: "\(field).backends[\(position)].weight", value: "\(backend.weight)")
+                    }
+                    groups.append(
+                        BackendGroup(
+                            name: backend.name, origin: backend.origin, weight: backend.weight,
+                            endpoints: try endpoints(backend.endpoints, "backends[\(position)].endpoints")))
+                }
+                services.append(
+                    DesiredService(
+                        origin: origin, key: key, scheduler: Scheduler(rawValue: service.scheduler), persistence: persistence,
+                        forwarding: service.forwarding, backends: groups,
+                        unweightedFallback: service.unweightedFallback ?? .refuseNewConnections))
+                continue
+            }
             services.append(
                 DesiredService(
-                    origin: service.origin ?? .staticService(service.name),
-                    key: .inet(proto, SocketAddress(address: address, port: service.port)),
-                    scheduler: Scheduler(rawValue: service.scheduler),
-                    persistence: service.persistenceTimeout.map { Persistence(timeout: $0, netmask: service.persistenceNetmask) },
+                    origin: origin, key: key, scheduler: Scheduler(rawValue: service.scheduler), persistence: persistence,
                     forwarding: service.forwarding, stable: try endpoints(service.stable, "stable"),
                     canary: try endpoints(service.canary, "canary"), canaryShare: share))
         }
@@ -84,5 +121,14 @@ public struct DesiredStateDocument: Codable, Sendable, Hashable {
         public var field: String
         public var value: String
         public var description: String { "desired state from the agent: \(field): '\(value)' does not parse" }
+    }
+}
+
+extension DesiredService {
+    /// A stable/canary split as `init(…stable:canary:canaryShare:)` makes it: the document's
+    /// stable, canary and canaryBasisPoints describe it whole.
+    var isPlainStableAndCanary: Bool {
+        isStableAndCanary && unweightedFallback == .useGroupsOfWeightZero && backends.allSatisfy { $0.origin == nil }
+            && backends[0].weight + backends[1].weight == 10_000
     }
 }

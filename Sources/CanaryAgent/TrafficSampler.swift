@@ -4,8 +4,8 @@ import IPVS
 import NIOPosix
 
 /// What labels the kernel's per-destination counters: which services are the agent's, and for
-/// each destination its service's name and its role (stable, canary, or leaving: no longer
-/// desired, draining).
+/// each destination its service's name and its role (its backend group's name — stable, canary,
+/// a route's backend —, names joined by `+` when in several, or leaving: no longer desired, draining).
 public struct TrafficLabeling: Sendable {
     public var ready: Bool
     public var ownership: Ownership
@@ -13,22 +13,40 @@ public struct TrafficLabeling: Sendable {
     /// The destinations the agent owns in the kernel (the per-destination series have a limit).
     public var destinations: Int
 
-    /// The labelled counters of the agent's destinations in a dump.
-    public func rows(of dump: [ServiceEntry]) -> [(label: AgentMetrics.DestinationLabel, stats: TrafficStats)] {
+    /// The labelled counters of the agent's destinations in a dump, and per destination the
+    /// backend groups it serves with the part of its connections that is each one's.
+    public func rows(of dump: [ServiceEntry]) -> (
+        rows: [(label: AgentMetrics.DestinationLabel, stats: TrafficStats)],
+        groupParts: [AgentMetrics.DestinationLabel: [AgentMetrics.GroupPart]]
+    ) {
         var rows: [(label: AgentMetrics.DestinationLabel, stats: TrafficStats)] = []
+        var parts: [AgentMetrics.DestinationLabel: [AgentMetrics.GroupPart]] = [:]
         for entry in dump where ownership.owns(entry.service.key) {
             let service = desired.services[entry.service.key]
-            let canary = Set(service?.canary.map(\.address) ?? [])
+            let groups = service?.groupsByAddress ?? [:]
             let name = service?.name ?? "\(entry.service.key)"
+            // What each group asks of each of its live endpoints: a shared destination's
+            // connections are split in that proportion.
+            let asks = service.map { service in
+                service.backends.map { group -> Double in
+                    let live = group.liveCount, total = service.totalWeight
+                    return live == 0 || total == 0 ? 0 : Double(group.weight) / Double(total) / Double(live)
+                }
+            } ?? []
             for destination in entry.destinations {
-                let role = canary.contains(destination.address) ? "canary" : (service == nil ? "leaving" : "stable")
-                rows.append((
-                    AgentMetrics.DestinationLabel(service: name, destination: "\(destination.address)", role: role),
-                    destination.stats?.traffic ?? TrafficStats()
-                ))
+                let role = service?.role(of: destination.address, groups: groups) ?? "leaving"
+                let label = AgentMetrics.DestinationLabel(service: name, destination: "\(destination.address)", role: role)
+                rows.append((label, destination.stats?.traffic ?? TrafficStats()))
+                guard let service, let members = groups[destination.address] else { continue }
+                let asked = members.reduce(0.0) { $0 + asks[$1] }
+                parts[label] = members.map { member in
+                    AgentMetrics.GroupPart(
+                        backend: service.backends[member].name,
+                        fraction: asked > 0 ? asks[member] / asked : 1 / Double(members.count))
+                }
             }
         }
-        return rows
+        return (rows, parts)
     }
 }
 
@@ -74,7 +92,8 @@ public actor TrafficSampler {
         let kernel = kernel
         guard let dump = try? await NIOThreadPool.singleton.runIfActive({ try kernel.dumpTable() }) else { return }
         let took = ContinuousClock.now - started
-        metrics.traffic(labeling.rows(of: dump))
+        let (rows, groupParts) = labeling.rows(of: dump)
+        metrics.traffic(rows, groupParts: groupParts)
         validUntil = .now + max(minimumInterval, took * 10)
     }
 }

@@ -78,7 +78,16 @@ struct StatusCommand: AsyncParsableCommand {
         for service in status.services {
             let effective = service.effectiveCanaryShare.map { Explanation.percent($0) } ?? "?"
             var line = "  \(service.programmed ? "ok " : "-- ") \(service.name)  \(service.service)  \(service.scheduler)  "
-                + "canary \(Explanation.percent(service.targetCanaryShare)) (effective \(effective))"
+            if let groups = service.groups, groups.count != 2 {
+                line += groups.map { "\($0.name) \(Explanation.percent($0.target)) (effective \(Explanation.percent($0.effective)))" }
+                    .joined(separator: ", ")
+            } else {
+                line += "canary \(Explanation.percent(service.targetCanaryShare)) (effective \(effective))"
+            }
+            if service.refusesNewConnections == true { line += "\n        refuses new connections" }
+            for group in service.groups ?? [] {
+                if let reason = group.reason { line += "\n        \(group.name): \(reason)" }
+            }
             if let error = service.error { line += "\n        error: \(error)" }
             for problem in service.problems { line += "\n        problem: \(problem.field): \(problem.message)" }
             lines.append(line)

@@ -5,11 +5,12 @@ import IPVS
 import IPVSNetlink
 
 /// `canary-agent list`: the kernel's IPVS table, like `ipvsadm -Ln --stats`, each destination
-/// marked stable or canary, each service with its target, effective and observed canary share.
+/// marked with its backend group (stable, canary, or a route's backend), each service with its
+/// target, effective and observed share per group.
 struct ListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list",
-        abstract: "Show the kernel's IPVS table: stable and canary destinations, shares, live connection counts.",
+        abstract: "Show the kernel's IPVS table: each destination's group, shares per group, live connection counts.",
         discussion: "Roles and shares come from --config FILE, else from the running agent; without either the table is shown unmarked.")
 
     @OptionGroup var source: SourceOptions
@@ -35,14 +36,16 @@ struct ListCommand: AsyncParsableCommand {
     }
 }
 
-/// Which destinations are stable and which canary, and each service's shares.
+/// What each destination is to its service (its group), and each service's shares per group.
 struct Roles {
     struct Service {
-        var name: String
-        var canary: Set<SocketAddress>
-        var stable: Set<SocketAddress>
-        var target: Double
-        var effective: Double
+        var desired: DesiredService
+        var groupsByAddress: [SocketAddress: [Int]]
+        var groups: [WeightAssignment.GroupShare]
+        var name: String { desired.name }
+        /// The stable/canary split's canary share, for two-group services.
+        var target: Double? { desired.backends.count == 2 ? desired.canaryShare.fraction : nil }
+        var effective: Double? { desired.backends.count == 2 ? groups.dropFirst().reduce(0) { $0 + $1.effective } : nil }
     }
 
     var services: [ServiceKey: Service] = [:]
@@ -51,26 +54,36 @@ struct Roles {
         let kernel = Planner.index(table)
         for (key, service) in desired.services {
             let realized = DesiredTable.realize(service, kernelOrder: kernel[key]?.destinations.map(\.address))
-            services[key] = Service(
-                name: service.name, canary: Set(service.canary.map(\.address)), stable: Set(service.stable.map(\.address)),
-                target: service.canaryShare.fraction, effective: realized.assignment.effectiveCanaryShare)
+            services[key] = Service(desired: service, groupsByAddress: service.groupsByAddress, groups: realized.assignment.groups)
         }
     }
 
     func role(of address: SocketAddress, in key: ServiceKey) -> String {
         guard let service = services[key] else { return "" }
-        if service.canary.contains(address) { return "canary" }
-        if service.stable.contains(address) { return "stable" }
-        return "leaving"
+        return service.desired.role(of: address, groups: service.groupsByAddress) ?? "leaving"
     }
 
-    /// The canary's share of the connections the kernel counted so far, when it counted any.
-    static func observed(_ entry: ServiceEntry, canary: Set<SocketAddress>) -> Double? {
-        let total = entry.destinations.reduce(UInt64(0)) { $0 + ($1.stats?.traffic.connections ?? 0) }
-        guard total > 0 else { return nil }
-        let toCanary = entry.destinations.filter { canary.contains($0.address) }
-            .reduce(UInt64(0)) { $0 + ($1.stats?.traffic.connections ?? 0) }
-        return Double(toCanary) / Double(total)
+    /// Each group's share of the connections the kernel counted so far, when it counted any.
+    static func observed(_ entry: ServiceEntry, _ service: Service) -> [Double]? {
+        var connections: [SocketAddress: UInt64] = [:]
+        for destination in entry.destinations { connections[destination.address] = destination.stats?.traffic.connections ?? 0 }
+        return service.desired.observedShares(connections: connections)
+    }
+
+    /// `[web: canary target 20.00%, effective 20.00%, observed -]` for a two-group service,
+    /// `[checkout: blue target 70.00% effective 69.92% observed -; green …]` otherwise.
+    static func summary(_ entry: ServiceEntry, _ service: Service) -> String {
+        let observed = observed(entry, service)
+        if let target = service.target, let effective = service.effective {
+            let canary = observed.map { Explanation.percent($0.dropFirst().reduce(0, +)) } ?? "-"
+            return "[\(service.name): canary target \(Explanation.percent(target)), "
+                + "effective \(Explanation.percent(effective)), observed \(canary)]"
+        }
+        let groups = service.groups.enumerated().map { index, group in
+            "\(group.name) target \(Explanation.percent(group.target)) effective \(Explanation.percent(group.effective)) "
+                + "observed \(observed.map { Explanation.percent($0[index]) } ?? "-")"
+        }
+        return "[\(service.name): " + groups.joined(separator: "; ") + "]"
     }
 }
 
@@ -107,11 +120,7 @@ enum TableText {
             var flags = service.flags.subtracting(.hashed).description
             if service.flags.contains(.persistent) { flags += " \(service.timeout)s" }
             text += "\(service.key) \(service.scheduler) \(flags)"
-            if let described = roles.services[service.key] {
-                let observed = Roles.observed(entry, canary: described.canary).map { Explanation.percent($0) } ?? "-"
-                text += "  [\(described.name): canary target \(Explanation.percent(described.target)), "
-                    + "effective \(Explanation.percent(described.effective)), observed \(observed)]"
-            }
+            if let described = roles.services[service.key] { text += "  " + Roles.summary(entry, described) }
             text += "\n"
             for destination in entry.destinations {
                 let stats = destination.stats ?? DestinationStats()
@@ -140,7 +149,16 @@ enum TableJSON {
         var targetCanaryShare: Double?
         var effectiveCanaryShare: Double?
         var observedCanaryShare: Double?
+        var groups: [GroupRow]?
         var destinations: [DestinationRow]
+    }
+
+    struct GroupRow: Encodable {
+        var name: String
+        var weight: Int
+        var target: Double
+        var effective: Double
+        var observed: Double?
     }
 
     struct DestinationRow: Encodable {
@@ -158,12 +176,18 @@ enum TableJSON {
     static func encode(_ table: [ServiceEntry], roles: Roles = Roles(desired: DesiredState(), table: [])) throws -> String {
         let rows = table.map { entry in
             let described = roles.services[entry.service.key]
+            let observed = described.flatMap { Roles.observed(entry, $0) }
             return Service(
                 service: "\(entry.service.key)", scheduler: entry.service.scheduler.rawValue,
                 flags: entry.service.flags.subtracting(.hashed).description,
                 persistenceTimeout: entry.service.flags.contains(.persistent) ? entry.service.timeout : nil,
                 name: described?.name, targetCanaryShare: described?.target, effectiveCanaryShare: described?.effective,
-                observedCanaryShare: described.flatMap { Roles.observed(entry, canary: $0.canary) },
+                observedCanaryShare: described?.target == nil ? nil : observed.map { $0.dropFirst().reduce(0, +) },
+                groups: described?.groups.enumerated().map { index, group in
+                    GroupRow(
+                        name: group.name, weight: group.weight, target: group.target, effective: group.effective,
+                        observed: observed?[index])
+                },
                 destinations: entry.destinations.map { destination in
                     let stats = destination.stats ?? DestinationStats()
                     return DestinationRow(

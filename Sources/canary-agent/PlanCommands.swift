@@ -94,17 +94,31 @@ struct PlanCommand: AsyncParsableCommand {
 struct Explanation: Encodable {
     struct Row: Encodable {
         var address: String
+        /// The group's name; names joined by `+` for an address in several groups.
         var group: String
         var state: String
         var weight: Int32
+    }
+
+    /// One backend group: its weight, target and effective share, and why they differ.
+    struct Group: Encodable {
+        var name: String
+        var weight: Int
+        var target: String
+        var effective: String
+        var liveEndpoints: Int
+        var reason: String?
     }
 
     var service: String
     var key: String
     var scheduler: String
     var flags: String
-    var targetCanaryShare: String
-    var effectiveCanaryShare: String
+    /// The stable/canary split's line, for two-group services.
+    var targetCanaryShare: String?
+    var effectiveCanaryShare: String?
+    var groups: [Group]
+    var refusesNewConnections: Bool
     var cycleLength: Int?
     var explanation: String?
     var warnings: [String]
@@ -115,16 +129,27 @@ struct Explanation: Encodable {
         key = "\(desired.key)"
         scheduler = desired.scheduler.rawValue
         flags = entry.service.flags.description
-        targetCanaryShare = "\(desired.canaryShare)"
-        effectiveCanaryShare = Explanation.percent(assignment.effectiveCanaryShare)
+        if desired.backends.count == 2 {
+            targetCanaryShare = "\(desired.canaryShare)"
+            effectiveCanaryShare = Explanation.percent(assignment.effectiveCanaryShare)
+        }
+        groups = assignment.groups.map {
+            Group(
+                name: $0.name, weight: $0.weight, target: Explanation.percent($0.target),
+                effective: Explanation.percent($0.effective), liveEndpoints: $0.liveEndpoints, reason: $0.reason)
+        }
+        refusesNewConnections = assignment.refusesNewConnections
         cycleLength = assignment.cycleLength
         explanation = assignment.explanation
         warnings = assignment.warnings
-        let canary = Set(desired.canary.map(\.address))
-        let states = Dictionary((desired.stable + desired.canary).map { ($0.address, $0.state) }, uniquingKeysWith: { first, _ in first })
+        let groupsByAddress = desired.groupsByAddress
+        var states: [SocketAddress: Endpoint.State] = [:]
+        for group in desired.backends {
+            for endpoint in group.endpoints where states[endpoint.address] != .live { states[endpoint.address] = endpoint.state }
+        }
         destinations = entry.destinations.map { destination in
             Row(
-                address: "\(destination.address)", group: canary.contains(destination.address) ? "canary" : "stable",
+                address: "\(destination.address)", group: desired.role(of: destination.address, groups: groupsByAddress) ?? "",
                 state: states[destination.address] == .draining ? "draining" : "live", weight: destination.weight)
         }
     }
@@ -132,15 +157,29 @@ struct Explanation: Encodable {
     static func percent(_ fraction: Double) -> String { percentText(fraction, decimals: 2...2) }
 
     var text: String {
-        var lines = [
-            "service \(service): \(key), scheduler \(scheduler)" + (flags.isEmpty ? "" : " (\(flags))"),
-            "canary share: target \(targetCanaryShare), effective \(effectiveCanaryShare)"
-                + (cycleLength.map { ", wrr cycle \($0) connections" } ?? ""),
-        ]
+        var lines = ["service \(service): \(key), scheduler \(scheduler)" + (flags.isEmpty ? "" : " (\(flags))")]
+        let cycle = cycleLength.map { ", wrr cycle \($0) connections" } ?? ""
+        if let targetCanaryShare, let effectiveCanaryShare {
+            lines.append("canary share: target \(targetCanaryShare), effective \(effectiveCanaryShare)" + cycle)
+        } else {
+            lines.append("\(groups.count) backend group\(groups.count == 1 ? "" : "s")" + cycle)
+        }
+        if refusesNewConnections { lines.append("new connections are refused") }
+        let width = max(5, groups.map(\.name.count).max() ?? 0)
+        lines.append("groups:")
+        lines += groups.map { group in
+            "  \(group.name.padding(toLength: width, withPad: " ", startingAt: 0)) weight \(group.weight), "
+                + "target \(group.target), effective \(group.effective), \(group.liveEndpoints) live"
+                + (group.reason.map { ": \($0)" } ?? "")
+        }
         if let explanation { lines.append("why: \(explanation)") }
         lines += warnings.map { "warning: \($0)" }
         lines.append("destinations:")
-        lines += destinations.map { "  \($0.group.padding(toLength: 7, withPad: " ", startingAt: 0)) \($0.address) weight \($0.weight)\($0.state == "live" ? "" : " (\($0.state))")" }
+        let rowWidth = max(7, destinations.map(\.group.count).max() ?? 0)
+        lines += destinations.map {
+            "  \($0.group.padding(toLength: rowWidth, withPad: " ", startingAt: 0)) \($0.address) weight \($0.weight)"
+                + ($0.state == "live" ? "" : " (\($0.state))")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 

@@ -225,7 +225,8 @@ public actor Reconciler {
         if dumpedDestinations > metrics.destinationSeriesLimit {
             metrics.omitTraffic(destinations: dumpedDestinations)
         } else {
-            metrics.traffic(trafficLabeling().rows(of: dump))
+            let (rows, groupParts) = trafficLabeling().rows(of: dump)
+            metrics.traffic(rows, groupParts: groupParts)
         }
         desiredTable = DesiredTable(desiredState, current: applied)
         bindAddresses(for: desiredState.services.keys)

@@ -15,13 +15,14 @@ extension Reconciler {
             destinations: masquerade.census.destinations)
     }
 
-    /// The target and effective canary share of each desired service, for the scrape.
+    /// The target and effective shares of each desired service and its groups, for the scrape.
     public func shareRows() -> [AgentMetrics.ShareRow] {
         guard let desiredState else { return [] }
         return desiredState.services.compactMap { key, service in
             guard let assignment = desiredTable.assignments[key] else { return nil }
             return AgentMetrics.ShareRow(
-                service: service.name, target: service.canaryShare.fraction, effective: assignment.effectiveCanaryShare)
+                service: service.name, target: service.canaryShare.fraction, effective: assignment.effectiveCanaryShare,
+                groups: assignment.groups, refuses: assignment.refusesNewConnections)
         }.sorted { $0.service < $1.service }
     }
 
@@ -43,6 +44,8 @@ extension Reconciler {
                 targetCanaryShare: service.canaryShare.fraction,
                 effectiveCanaryShare: desiredTable.assignments[service.key]?.effectiveCanaryShare,
                 stable: service.stable.map(\.description), canary: service.canary.map(\.description),
+                groups: desiredTable.assignments[service.key]?.groups,
+                refusesNewConnections: desiredTable.assignments[service.key]?.refusesNewConnections,
                 programmed: applied[service.key] != nil && ownership.owns(service.key), error: error,
                 problems: problemsByObject[service.origin.object] ?? [])
         }
