@@ -69,6 +69,18 @@ struct TranslatorTests {
         #expect(result.desiredState.services.count == 1)
     }
 
+    @Test("the annotation scheme is the two-group case: canary-weight b % is stable 10,000 − 100b : canary 100b", arguments: [
+        ("10", 9_000, 1_000), ("12.5", 8_750, 1_250), ("0", 10_000, 0), ("100", 0, 10_000), ("0.01", 9_999, 1),
+    ])
+    func annotationIsTwoGroups(weight: String, stable: Int, canary: Int) throws {
+        let objects = Fixtures.seedCanaryServices(weight: weight)
+        let result = Translator.translate(try translationInput(objects))
+        let service = try #require(result.desiredState.services.values.first)
+        #expect(service.backends.map(\.name) == ["stable", "canary"])
+        #expect(service.backends.map(\.weight) == [stable, canary])
+        #expect(service.unweightedFallback == .useGroupsOfWeightZero, "the split's meaning is kept: never refuse for want of a canary")
+    }
+
     @Test("each ClusterIP of both families and each externalIP, for each port and protocol, is a virtual service")
     func dualStackAndExternalIPs() throws {
         let service = Fixtures.service(
