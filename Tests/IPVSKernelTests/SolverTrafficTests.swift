@@ -170,6 +170,81 @@ struct SolverTrafficTests {
         #expect(!run.destinationOfClient.contains(drained.address))
     }
 
+    // MARK: Any number of groups
+
+    /// A service of weighted groups: group g's endpoints on 10.250.(10 + g).0/24.
+    static func groupService(
+        _ scheduler: Scheduler, virtualIndex: Int, groups: [(weight: Int, live: Int)]
+    ) -> DesiredService {
+        let virtualAddress = SocketAddress(address: IPAddress(bytes: [10, 96, 77, UInt8(virtualIndex)])!, port: 80)
+        return DesiredService(
+            origin: .staticService("solver-traffic/groups-\(virtualIndex)"), key: .inet(.tcp, virtualAddress), scheduler: scheduler,
+            backends: groups.enumerated().map { g, group in
+                BackendGroup(
+                    name: "g\(g)", weight: group.weight,
+                    endpoints: (0..<group.live).map {
+                        Endpoint(SocketAddress(address: IPAddress(bytes: [10, 250, UInt8(10 + g), UInt8($0 + 1)])!, port: 8080))
+                    })
+            })
+    }
+
+    /// Connections per group, from the kernel's per-destination counts.
+    static func groupCounts(_ run: Run, _ service: DesiredService) -> [Int] {
+        service.backends.map { group in
+            let addresses = Set(group.endpoints.map(\.address))
+            return run.listOrder.filter { addresses.contains($0.address) }.reduce(0) { $0 + Int($1.stats?.traffic.connections ?? 0) }
+        }
+    }
+
+    /// Each group's counted share within 4 binomial standard deviations of its effective share.
+    static func expectShares(_ label: String, _ run: Run, _ service: DesiredService, _ assignment: WeightAssignment) {
+        let counts = groupCounts(run, service)
+        let total = counts.reduce(0, +)
+        #expect(total == run.clients.count, "every connection was scheduled")
+        for (group, count) in zip(assignment.groups, counts) {
+            let observed = Double(count) / Double(max(1, total))
+            let sigma = (group.effective * (1 - group.effective) / Double(max(1, total))).squareRoot()
+            #expect(abs(observed - group.effective) <= 4 * sigma + 1e-9, "\(label): \(group.name) got \(count) of \(total), effective \(group.effective)")
+        }
+        print("solver-traffic: \(label): counts \(counts) of \(total), effective \(assignment.groups.map(\.effective))")
+    }
+
+    /// 70/20/10 over 1, 2 and 1 endpoints, 2,000 connections from 2,000 client addresses: wrr
+    /// exactly as the kernel model replays it, sh and mh each client where the model's table says;
+    /// every group within 4σ of its effective share.
+    @Test(arguments: [(Scheduler.weightedRoundRobin, 100), (.sourceHashing, 101), (.maglevHashing, 102)])
+    func threeGroups(scheduler: Scheduler, virtualIndex: Int) throws {
+        let service = Self.groupService(scheduler, virtualIndex: virtualIndex, groups: [(70, 1), (20, 2), (10, 1)])
+        let assignment = WeightSolver.solve(service)
+        let run = try Self.run(service, connections: 2000, clientBlock: 100 + (virtualIndex - 100) * 8)
+        switch scheduler {
+        case .weightedRoundRobin:
+            #expect(run.countsInAddOrder == Self.wrrReplay(run.addOrderWeights, connections: 2000))
+        case .sourceHashing:
+            let model = SourceHashingModel(weights: run.listOrder.map { Int($0.weight) })
+            let predicted = run.clients.map { client in model.destination(of: client, fallback: true).map { run.listOrder[$0].address } }
+            #expect(Self.mismatches(run, predicted) == [])
+        default:
+            let model = MaglevHashingModel(
+                destinations: run.listOrder.map { MaglevHashingModel.Destination(address: $0.address, weight: Int($0.weight)) })
+            let predicted = run.clients.map { client in model.destination(of: client, fallback: true).map { run.listOrder[$0].address } }
+            #expect(Self.mismatches(run, predicted) == [])
+        }
+        Self.expectShares("\(scheduler) 70/20/10", run, service, assignment)
+    }
+
+    /// 50/30/0/20 where the weight-0 group has an endpoint and the weight-20 group none: the
+    /// weight-0 endpoint gets no connection, the others 62.5 % and 37.5 %.
+    @Test func fourGroupsWithWeightZeroAndAnEmptyGroup() throws {
+        let service = Self.groupService(.weightedRoundRobin, virtualIndex: 103, groups: [(50, 2), (30, 1), (0, 1), (20, 0)])
+        let assignment = WeightSolver.solve(service)
+        #expect(assignment.groups.map(\.effective) == [0.625, 0.375, 0, 0])
+        let run = try Self.run(service, connections: 2000, clientBlock: 132)
+        #expect(run.countsInAddOrder == Self.wrrReplay(run.addOrderWeights, connections: 2000))
+        #expect(Self.groupCounts(run, service)[2] == 0, "weight 0 takes no new connection")
+        Self.expectShares("wrr 50/30/0/20 (empty)", run, service, assignment)
+    }
+
     // MARK: Harness
 
     /// What one run saw.
