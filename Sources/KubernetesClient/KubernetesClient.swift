@@ -4,8 +4,12 @@ import Logging
 import NIOCore
 import NIOSSL
 
-/// A small Kubernetes API client: list (with paging), watch (a stream of events), create.
+/// A small Kubernetes API client: list (with paging), watch (a stream of events), get, create, replace
+/// and patch (of an object or its status subresource).
 /// Generic: it knows resources and JSON, nothing of what the agent does with them.
+///
+/// Writes are optimistic: a replace carrying `metadata.resourceVersion` fails with
+/// ``KubernetesError/conflict(request:status:)`` when someone else wrote the object first.
 ///
 /// Call ``shutdown()`` before dropping the last reference.
 public final class KubernetesClient: Sendable {
@@ -204,17 +208,160 @@ public final class KubernetesClient: Sendable {
         try await create(.events, namespace: event.involvedObject.namespace ?? "default", body: event)
     }
 
+    /// POSTs an object to a collection and returns it as the server stored it (its `resourceVersion`, `uid`...).
+    /// A name already taken fails with ``KubernetesError/conflict(request:status:)`` (reason `AlreadyExists`).
+    public func create<Object: Codable & Sendable>(
+        _ resource: ResourceDescriptor, namespace: String?, object: Object
+    ) async throws(KubernetesError) -> Object {
+        let path = resource.path(namespace: namespace)
+        return try await write(.post, path: path, query: [], body: try Self.encode(object, request: "POST \(path)"))
+    }
+
+    // MARK: Get, replace, patch
+
+    /// GETs one object by name (404: ``KubernetesError/isNotFound``).
+    public func get<Object: Decodable & Sendable>(
+        _ resource: ResourceDescriptor, namespace: String?, name: String, as type: Object.Type = Object.self
+    ) async throws(KubernetesError) -> Object {
+        let path = Self.objectPath(resource, namespace: namespace, name: name)
+        let request = "GET \(path)"
+        let response = try await send(method: .get, path: path, query: [], body: nil, request: request)
+        return try Self.decode(Object.self, from: try await collect(response.body, request: request), request: request)
+    }
+
+    /// PUTs a whole object in place of the stored one and returns the server's copy (with its new
+    /// `resourceVersion`). With `metadata.resourceVersion` set in `object` the write is conditional: when the
+    /// stored object has moved on, it fails with ``KubernetesError/conflict(request:status:)``; read it again.
+    /// Fields the `Object` type does not model are not sent, so the server drops them.
+    public func replace<Object: Codable & Sendable>(
+        _ resource: ResourceDescriptor, namespace: String?, name: String, object: Object
+    ) async throws(KubernetesError) -> Object {
+        try await replace(resource, namespace: namespace, name: name, subresource: nil, object: object)
+    }
+
+    /// PUTs an object to its `status` subresource: the server takes the object's status and ignores the rest
+    /// (its spec, most metadata). Conditional on `metadata.resourceVersion` as ``replace(_:namespace:name:object:)``.
+    public func replaceStatus<Object: Codable & Sendable>(
+        _ resource: ResourceDescriptor, namespace: String?, name: String, object: Object
+    ) async throws(KubernetesError) -> Object {
+        try await replace(resource, namespace: namespace, name: name, subresource: "status", object: object)
+    }
+
+    /// How a PATCH body is to be read (its Content-Type).
+    public enum PatchType: Sendable, Hashable {
+        /// JSON merge patch (RFC 7386): objects merge, `null` deletes, lists are replaced whole.
+        case merge
+        /// JSON patch (RFC 6902): a list of operations.
+        case json
+        /// Kubernetes' strategic merge patch (built-in types only; lists merge by their keys).
+        case strategicMerge
+        /// Server-side apply: the body is the whole intent of `fieldManager`; `force` takes over conflicting fields.
+        case apply(fieldManager: String, force: Bool = false)
+
+        var contentType: String {
+            switch self {
+            case .merge: "application/merge-patch+json"
+            case .json: "application/json-patch+json"
+            case .strategicMerge: "application/strategic-merge-patch+json"
+            case .apply: "application/apply-patch+yaml"
+            }
+        }
+    }
+
+    /// PATCHes an object (or, with `subresource`, e.g. `"status"`, that subresource) and returns the result.
+    /// A merge patch that carries `metadata.resourceVersion` is conditional on it (409 on a mismatch).
+    public func patch<Object: Decodable & Sendable>(
+        _ resource: ResourceDescriptor, namespace: String?, name: String, subresource: String? = nil,
+        patch: some Encodable & Sendable, type: PatchType = .merge, as objectType: Object.Type = Object.self
+    ) async throws(KubernetesError) -> Object {
+        let path = Self.objectPath(resource, namespace: namespace, name: name, subresource: subresource)
+        var query: [(String, String)] = []
+        if case .apply(let fieldManager, let force) = type {
+            query.append(("fieldManager", fieldManager))
+            if force { query.append(("force", "true")) }
+        }
+        let body = try Self.encode(patch, request: "PATCH \(path)")
+        return try await write(.patch(contentType: type.contentType), path: path, query: query, body: body)
+    }
+
+    /// PATCHes an object's `status` subresource (see ``patch(_:namespace:name:subresource:patch:type:as:)``).
+    public func patchStatus<Object: Decodable & Sendable>(
+        _ resource: ResourceDescriptor, namespace: String?, name: String, patch: some Encodable & Sendable,
+        type: PatchType = .merge, as objectType: Object.Type = Object.self
+    ) async throws(KubernetesError) -> Object {
+        try await self.patch(
+            resource, namespace: namespace, name: name, subresource: "status", patch: patch, type: type, as: objectType)
+    }
+
+    private func replace<Object: Codable & Sendable>(
+        _ resource: ResourceDescriptor, namespace: String?, name: String, subresource: String?, object: Object
+    ) async throws(KubernetesError) -> Object {
+        let path = Self.objectPath(resource, namespace: namespace, name: name, subresource: subresource)
+        return try await write(.put, path: path, query: [], body: try Self.encode(object, request: "PUT \(path)"))
+    }
+
+    /// Sends a body and decodes the answer as an `Object`.
+    private func write<Object: Decodable & Sendable>(
+        _ method: Verb, path: String, query: [(String, String)], body: ByteBuffer
+    ) async throws(KubernetesError) -> Object {
+        let request = "\(method.name) \(path)"
+        let response = try await send(method: method, path: path, query: query, body: body, request: request)
+        return try Self.decode(Object.self, from: try await collect(response.body, request: request), request: request)
+    }
+
+    /// `COLLECTION/NAME[/SUBRESOURCE]`.
+    static func objectPath(
+        _ resource: ResourceDescriptor, namespace: String?, name: String, subresource: String? = nil
+    ) -> String {
+        resource.path(namespace: namespace) + "/" + name + (subresource.map { "/" + $0 } ?? "")
+    }
+
+    private static func encode(_ value: some Encodable, request: String) throws(KubernetesError) -> ByteBuffer {
+        do {
+            return ByteBuffer(bytes: try JSONEncoder().encode(value))
+        } catch {
+            throw .decoding(request: request, reason: "cannot encode the body: \(describe(error))")
+        }
+    }
+
+    private static func decode<Object: Decodable>(
+        _ type: Object.Type, from body: ByteBuffer, request: String
+    ) throws(KubernetesError) -> Object {
+        do {
+            return try JSONDecoder().decode(Object.self, from: Data(buffer: body))
+        } catch {
+            throw .decoding(request: request, reason: describe(error))
+        }
+    }
+
     // MARK: Transport
 
-    private enum Verb { case get, post }
+    private enum Verb {
+        case get, post, put
+        case patch(contentType: String)
+
+        var name: String {
+            switch self {
+            case .get: "GET"
+            case .post: "POST"
+            case .put: "PUT"
+            case .patch: "PATCH"
+            }
+        }
+    }
 
     private func send(
         method: Verb, path: String, query: [(String, String)], body: ByteBuffer?, request: String
     ) async throws(KubernetesError) -> HTTPClientResponse {
         var httpRequest = HTTPClientRequest(url: requestBase + path + Self.encodeQuery(query))
+        var contentType = "application/json"
         switch method {
         case .get: httpRequest.method = .GET
         case .post: httpRequest.method = .POST
+        case .put: httpRequest.method = .PUT
+        case .patch(let type):
+            httpRequest.method = .PATCH
+            contentType = type
         }
         httpRequest.headers.add(name: "Accept", value: "application/json")
         httpRequest.headers.add(name: "User-Agent", value: options.userAgent)
@@ -222,7 +369,7 @@ public final class KubernetesClient: Sendable {
             httpRequest.headers.add(name: "Authorization", value: "Bearer \(token)")
         }
         if let body {
-            httpRequest.headers.add(name: "Content-Type", value: "application/json")
+            httpRequest.headers.add(name: "Content-Type", value: contentType)
             httpRequest.body = .bytes(body)
         }
         let response: HTTPClientResponse
@@ -236,6 +383,7 @@ public final class KubernetesClient: Sendable {
             let code = Int(response.status.code)
             let bytes = try? await collect(response.body, request: request, limit: 1 << 20)
             let status = bytes.flatMap { try? JSONDecoder().decode(Status.self, from: Data(buffer: $0)) }
+            if code == 409 { throw .conflict(request: request, status: status) }
             throw .apiStatus(request: request, code: code, status: status)
         }
         return response

@@ -14,6 +14,11 @@ public enum KubernetesError: Error, Sendable, Equatable, CustomStringConvertible
     case transport(request: String, reason: String)
     /// The server answered with a status other than 2xx; `status` is the Status object it sent, if any.
     case apiStatus(request: String, code: Int, status: Status?)
+    /// The server answered 409 Conflict: a write lost a race. Either the object's `metadata.resourceVersion`
+    /// no longer matches (reason `Conflict`: someone else wrote it first; read it again and decide anew), or a
+    /// create found the name taken (reason `AlreadyExists`). Kept apart from ``apiStatus(request:code:status:)``
+    /// because optimistic concurrency makes it a normal outcome, not a failure.
+    case conflict(request: String, status: Status?)
     /// A body or watch event the server sent could not be decoded.
     case decoding(request: String, reason: String)
     /// A watch event (one line of the stream) grew beyond the allowed size without ending.
@@ -37,6 +42,7 @@ public enum KubernetesError: Error, Sendable, Equatable, CustomStringConvertible
     public var statusCode: Int? {
         switch self {
         case .apiStatus(_, let code, _): code
+        case .conflict: 409
         case .watchError(_, let status): status.code
         default: nil
         }
@@ -53,6 +59,21 @@ public enum KubernetesError: Error, Sendable, Equatable, CustomStringConvertible
     /// True for 401 Unauthorized.
     public var isUnauthorized: Bool { statusCode == 401 }
 
+    /// True for 404 Not Found: the object (or the resource) does not exist.
+    public var isNotFound: Bool { statusCode == 404 }
+
+    /// True for 409 Conflict (``conflict(request:status:)``): a stale resource version or a name already taken.
+    public var isConflict: Bool {
+        if case .conflict = self { return true }
+        return false
+    }
+
+    /// True for a create that found the name taken (409 with reason `AlreadyExists`).
+    public var isAlreadyExists: Bool {
+        if case .conflict(_, let status) = self { return status?.reason == "AlreadyExists" }
+        return false
+    }
+
     public var description: String {
         switch self {
         case .missingEnvironment(let variable):
@@ -68,11 +89,9 @@ public enum KubernetesError: Error, Sendable, Equatable, CustomStringConvertible
         case .transport(let request, let reason):
             "\(request): no answer from the API server: \(reason)"
         case .apiStatus(let request, let code, let status):
-            if let status, let message = status.message, !message.isEmpty {
-                "\(request): HTTP \(code)\(status.reason.map { " \($0)" } ?? ""): \(message)"
-            } else {
-                "\(request): HTTP \(code)"
-            }
+            Self.describeStatus(request: request, code: code, status: status)
+        case .conflict(let request, let status):
+            Self.describeStatus(request: request, code: 409, status: status)
         case .decoding(let request, let reason):
             "\(request): cannot decode the answer: \(reason)"
         case .eventTooLarge(let request, let limit):
@@ -90,6 +109,14 @@ public enum KubernetesError: Error, Sendable, Equatable, CustomStringConvertible
             "\(request): the answer stalled: no byte for \(seconds) s, giving it up"
         case .cancelled:
             "cancelled"
+        }
+    }
+
+    private static func describeStatus(request: String, code: Int, status: Status?) -> String {
+        if let status, let message = status.message, !message.isEmpty {
+            "\(request): HTTP \(code)\(status.reason.map { " \($0)" } ?? ""): \(message)"
+        } else {
+            "\(request): HTTP \(code)"
         }
     }
 }

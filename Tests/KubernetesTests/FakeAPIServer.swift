@@ -18,8 +18,10 @@ struct RecordedRequest: Sendable {
 /// collections the agent reads: lists with `limit`/`continue` paging and a resource version, watches as
 /// chunked newline-delimited JSON (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR), 410 Gone for a resource
 /// version older than the kept history (as HTTP 410 or as an ERROR event carrying a Status), bearer-token
-/// checks, and Event creation. Tests drive it through ``perform(_:)``: every piece of state lives on the
-/// server's single event loop.
+/// checks, and Event creation. Single objects too, for any collection it keeps (Leases among them): GET by
+/// name, POST (409 AlreadyExists), PUT conditional on `metadata.resourceVersion` (409 Conflict when it moved
+/// on), and on the `status` subresource PUT and merge-PATCH. Tests drive it through ``perform(_:)``: every
+/// piece of state lives on the server's single event loop.
 final class FakeAPIServer: Sendable {
     let group: MultiThreadedEventLoopGroup
     let state: ServerState
@@ -114,6 +116,7 @@ final class ServerState: @unchecked Sendable {
         "/api/v1/endpoints": Collection(kind: "Endpoints", apiVersion: "v1", namespaced: true),
         "/api/v1/nodes": Collection(kind: "Node", apiVersion: "v1", namespaced: false),
         "/apis/discovery.k8s.io/v1/endpointslices": Collection(kind: "EndpointSlice", apiVersion: "discovery.k8s.io/v1", namespaced: true),
+        "/apis/coordination.k8s.io/v1/leases": Collection(kind: "Lease", apiVersion: "coordination.k8s.io/v1", namespaced: true),
     ]
     /// Tokens the server accepts; nil accepts any request.
     var acceptedTokens: Set<String>?
@@ -134,6 +137,12 @@ final class ServerState: @unchecked Sendable {
     var expiringContinueTokens = 0
     /// Answer this many GET requests with 503 before serving again.
     var failingRequests = 0
+    /// While true, answer every request with 503 (an API server that lost etcd).
+    var unavailable = false
+    /// While true, answer no request at all (a partitioned server: the request hangs until the client gives up).
+    var hangingRequests = false
+    /// How many writes were refused with 409 (a stale resource version, or a name already taken).
+    var conflicts = 0
     private var watchers: [ObjectIdentifier: Watcher] = [:]
     private var uidCounter = 0
 
@@ -259,6 +268,11 @@ final class ServerState: @unchecked Sendable {
             respond(context, .unauthorized, Self.status(code: 401, reason: "Unauthorized", message: "Unauthorized"))
             return
         }
+        if hangingRequests { return }
+        if unavailable {
+            respond(context, .serviceUnavailable, Self.status(code: 503, reason: "ServiceUnavailable", message: "etcd is unavailable"))
+            return
+        }
         if head.method == .POST, path.hasPrefix("/api/v1/namespaces/"), path.hasSuffix("/events") {
             guard let event = JSON.decode(body) else {
                 respond(context, .badRequest, Self.status(code: 400, reason: "BadRequest", message: "bad JSON"))
@@ -270,6 +284,10 @@ final class ServerState: @unchecked Sendable {
             }
             createdEvents.append(event)
             respond(context, .created, event)
+            return
+        }
+        if let route = objectRoute(path) {
+            handleObject(head, route: route, body: body, context: context)
             return
         }
         guard head.method == .GET, collections[path] != nil else {
@@ -286,6 +304,159 @@ final class ServerState: @unchecked Sendable {
         } else {
             list(path: path, query: query, context: context)
         }
+    }
+
+    // MARK: Single objects
+
+    struct ObjectRoute {
+        /// The collection's cluster-wide path, its key in `collections`.
+        var collectionPath: String
+        var namespace: String?
+        var name: String?
+        var subresource: String?
+    }
+
+    /// `/api/v1/namespaces/NS/PLURAL[/NAME[/SUB]]`, `/apis/G/V/namespaces/NS/PLURAL[/NAME[/SUB]]` and, for a
+    /// cluster-scoped collection, `…/PLURAL/NAME[/SUB]`. Nil for a cluster-wide collection (lists and watches).
+    private func objectRoute(_ path: String) -> ObjectRoute? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
+        let prefix = parts.first == "api" ? 2 : parts.first == "apis" ? 3 : 0
+        guard prefix > 0, parts.count > prefix, !parts.contains("") else { return nil }
+        let base = "/" + parts[..<prefix].joined(separator: "/")
+        var rest = Array(parts[prefix...])
+        var namespace: String?
+        if rest.first == "namespaces", rest.count >= 3 {
+            namespace = rest[1]
+            rest.removeFirst(2)
+        }
+        guard rest.count <= 3, let collection = collections[base + "/" + rest[0]], collection.namespaced == (namespace != nil)
+        else { return nil }
+        if namespace == nil, rest.count == 1 { return nil }
+        return ObjectRoute(
+            collectionPath: base + "/" + rest[0], namespace: namespace, name: rest.count > 1 ? rest[1] : nil,
+            subresource: rest.count > 2 ? rest[2] : nil)
+    }
+
+    private func handleObject(_ head: HTTPRequestHead, route: ObjectRoute, body: [UInt8], context: ChannelHandlerContext) {
+        guard let collection = collections[route.collectionPath] else { return }
+        let resource = String(route.collectionPath.split(separator: "/").last ?? "")
+        let group = route.collectionPath.hasPrefix("/apis/") ? "." + (route.collectionPath.split(separator: "/").dropFirst().first ?? "") : ""
+        let qualified = resource + group
+        func key(_ name: String) -> String { route.namespace.map { "\($0)/\(name)" } ?? name }
+        func notFound(_ name: String) {
+            respond(context, .notFound, Self.status(code: 404, reason: "NotFound", message: "\(qualified) \"\(name)\" not found"))
+        }
+        func invalid(_ status: HTTPResponseStatus, _ reason: String, _ message: String) {
+            respond(context, status, Self.status(code: Int(status.code), reason: reason, message: message))
+        }
+        func conflict(_ name: String) {
+            conflicts += 1
+            respond(
+                context, .conflict,
+                Self.status(
+                    code: 409, reason: "Conflict",
+                    message: "Operation cannot be fulfilled on \(qualified) \"\(name)\": the object has been modified; please apply your changes to the latest version and try again"))
+        }
+        /// The body as this collection's object, at this route's namespace.
+        func normalized(_ object: JSON) -> JSON {
+            var object = object
+            object["kind"] = .string(collection.kind)
+            object["apiVersion"] = .string(collection.apiVersion)
+            if object["metadata"] == nil { object["metadata"] = [:] }
+            if let namespace = route.namespace { object["metadata"]?["namespace"] = .string(namespace) }
+            return object
+        }
+        let decoded = JSON.decode(body)
+
+        switch (head.method, route.name, route.subresource) {
+        case (.GET, let name?, nil):
+            guard let object = collection.objects[key(name)] else { return notFound(name) }
+            respond(context, .ok, object)
+
+        case (.POST, nil, nil):
+            guard let object = decoded, case .object = object else { return invalid(.badRequest, "BadRequest", "bad JSON") }
+            guard let name = object["metadata"]?["name"]?.string, !name.isEmpty else {
+                return invalid(.unprocessableEntity, "Invalid", "metadata.name: Required value: name or generateName is required")
+            }
+            if let namespace = object["metadata"]?["namespace"]?.string, namespace != route.namespace {
+                return invalid(.badRequest, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+            }
+            if collection.objects[key(name)] != nil {
+                conflicts += 1
+                return respond(context, .conflict, Self.status(code: 409, reason: "AlreadyExists", message: "\(qualified) \"\(name)\" already exists"))
+            }
+            var created = normalized(object)
+            created["metadata"]?["resourceVersion"] = nil
+            created["metadata"]?["uid"] = nil
+            respond(context, .created, apply(created))
+
+        case (.PUT, let name?, let subresource) where subresource == nil || subresource == "status":
+            guard let object = decoded, case .object = object else { return invalid(.badRequest, "BadRequest", "bad JSON") }
+            guard let existing = collection.objects[key(name)] else { return notFound(name) }
+            if object["metadata"]?["name"]?.string != name {
+                return invalid(.badRequest, "BadRequest", "the name of the object (\(object["metadata"]?["name"]?.string ?? "")) does not match the name on the URL (\(name))")
+            }
+            if let version = object["metadata"]?["resourceVersion"]?.string, !version.isEmpty,
+                version != existing["metadata"]?["resourceVersion"]?.string
+            {
+                return conflict(name)
+            }
+            var stored: JSON
+            if subresource == "status" {
+                stored = existing
+                stored["status"] = object["status"]
+            } else {
+                stored = normalized(object)
+                stored["metadata"]?["uid"] = existing["metadata"]?["uid"]
+                stored["metadata"]?["creationTimestamp"] = existing["metadata"]?["creationTimestamp"]
+                if existing["status"] != nil { stored["status"] = existing["status"] }  // the status subresource's own
+            }
+            respond(context, .ok, apply(stored))
+
+        case (.PATCH, let name?, let subresource) where subresource == nil || subresource == "status":
+            guard head.headers.first(name: "Content-Type") == "application/merge-patch+json" else {
+                return invalid(.unsupportedMediaType, "UnsupportedMediaType", "the stand-in server takes merge patches only")
+            }
+            guard let patch = decoded, case .object = patch else { return invalid(.badRequest, "BadRequest", "bad JSON") }
+            guard let existing = collection.objects[key(name)] else { return notFound(name) }
+            if let version = patch["metadata"]?["resourceVersion"]?.string,
+                version != existing["metadata"]?["resourceVersion"]?.string
+            {
+                return conflict(name)
+            }
+            let merged = Self.mergePatch(existing, patch)
+            var stored = existing
+            if subresource == "status" {
+                stored["status"] = merged["status"]
+            } else {
+                stored = merged
+                stored["status"] = existing["status"]
+                stored["metadata"]?["uid"] = existing["metadata"]?["uid"]
+            }
+            respond(context, .ok, apply(stored))
+
+        case (.GET, nil, _):
+            // Lists within one namespace are not served (as before single objects were).
+            invalid(.notFound, "NotFound", "the server could not find the requested resource")
+
+        default:
+            invalid(.methodNotAllowed, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        }
+    }
+
+    /// RFC 7386: objects merge key by key, `null` deletes, anything else replaces.
+    static func mergePatch(_ target: JSON, _ patch: JSON) -> JSON {
+        guard case .object(let fields) = patch else { return patch }
+        var result: JSON
+        if case .object = target { result = target } else { result = [:] }
+        for (key, value) in fields {
+            if value == .null {
+                result[key] = nil
+            } else {
+                result[key] = mergePatch(result[key] ?? .null, value)
+            }
+        }
+        return result
     }
 
     private func list(path: String, query: [String: String], context: ChannelHandlerContext) {
