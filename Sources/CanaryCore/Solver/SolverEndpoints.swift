@@ -40,46 +40,46 @@ struct SolverEndpoints {
         let groupCount = service.backends.count
         var count = 0
         for group in service.backends { count += group.endpoints.count }
-        // One entry per address: its groups (ascending, as groups are walked in order) and liveness.
+        // One entry per address: its first group, liveness, and (rarely) the other groups listing it.
         var addresses: [SocketAddress] = []
-        var groupsOf: [[Int]] = []
+        var firstGroup: [Int] = []
         var live: [Bool] = []
+        var otherGroups: [Int: [Int]] = [:]
         addresses.reserveCapacity(count)
-        groupsOf.reserveCapacity(count)
+        firstGroup.reserveCapacity(count)
         live.reserveCapacity(count)
         // Short lists are checked for duplicates linearly, which is cheaper than hashing.
         let usesIndex = count > 32
         var index: [SocketAddress: Int] = usesIndex ? Dictionary(minimumCapacity: count) : [:]
         var duplicates: [SocketAddress] = []
-        var hasShared = false
         for (groupIndex, group) in service.backends.enumerated() {
             for endpoint in group.endpoints {
                 let existing: Int? =
                     usesIndex ? index[endpoint.address] : addresses.firstIndex(of: endpoint.address)
                 if let existing {
-                    if groupsOf[existing].last == groupIndex {
+                    if (otherGroups[existing]?.last ?? firstGroup[existing]) == groupIndex {
                         duplicates.append(endpoint.address)
                     } else {
-                        groupsOf[existing].append(groupIndex)
-                        hasShared = true
+                        otherGroups[existing, default: []].append(groupIndex)
                     }
                     if endpoint.state == .live { live[existing] = true }
                     continue
                 }
                 if usesIndex { index[endpoint.address] = addresses.count }
                 addresses.append(endpoint.address)
-                groupsOf.append([groupIndex])
+                firstGroup.append(groupIndex)
                 live.append(endpoint.state == .live)
             }
         }
 
         // Classes: one per group unless some address is shared.
         var classes: [DestinationClass] = (0..<groupCount).map { DestinationClass(groups: [$0], liveCount: 0) }
-        var classOf: [Int] = groupsOf.map { $0[0] }
+        var classOf = firstGroup
         var shared: [(SocketAddress, [Int])] = []
-        if hasShared {
+        if !otherGroups.isEmpty {
             var classIndex: [[Int]: Int] = [:]
-            for (position, groups) in groupsOf.enumerated() where groups.count > 1 {
+            for position in otherGroups.keys.sorted() {
+                let groups = [firstGroup[position]] + (otherGroups[position] ?? [])
                 shared.append((addresses[position], groups))
                 if let known = classIndex[groups] {
                     classOf[position] = known
@@ -99,7 +99,8 @@ struct SolverEndpoints {
             if live[position] {
                 rank = classes[classIndex].liveCount
                 classes[classIndex].liveCount += 1
-                for group in groupsOf[position] { groupLiveCounts[group] += 1 }
+                groupLiveCounts[firstGroup[position]] += 1
+                for group in otherGroups[position] ?? [] { groupLiveCounts[group] += 1 }
             }
             members.append(Member(address: addresses[position], classIndex: classIndex, isLive: rank >= 0, rank: rank))
         }

@@ -83,8 +83,8 @@ extension WeightSolver {
         let live = endpoints.groupLiveCounts
         // What each group asks of each of its live endpoints.
         let perEndpoint = service.backends.indices.map { live[$0] > 0 ? traffic.groupTargets[$0] / Double(live[$0]) : 0 }
-        let classPhrases = classShares != nil && listWeights != nil
-            ? heldPhrases(service.scheduler, endpoints, listWeights ?? []) : nil
+        // Built on first use: most groups get their target exactly and need no phrase.
+        var classPhrases: [String]? = nil
         return service.backends.enumerated().map { index, group in
             let target = total == 0 ? 0 : Double(group.weight) / Double(total)
             var effective = 0.0
@@ -115,9 +115,12 @@ extension WeightSolver {
                 }
                 if abs(effective - traffic.groupTargets[index]) > 1e-9 {
                     if classesOfGroup.count == 1, endpoints.classes[classesOfGroup[0]].groups.count == 1,
-                        let phrase = classPhrases?[classesOfGroup[0]]
+                        let classShares, let listWeights
                     {
-                        parts.append("\(service.scheduler) gives it \(phrase)")
+                        if classPhrases == nil {
+                            classPhrases = heldPhrases(service.scheduler, endpoints, classShares, listWeights)
+                        }
+                        parts.append("\(service.scheduler) gives it \(classPhrases?[classesOfGroup[0]] ?? "")")
                     } else {
                         parts.append("\(service.scheduler) gives its endpoints \(SolverSupport.percent(effective))")
                     }
@@ -131,8 +134,11 @@ extension WeightSolver {
     }
 
     /// Per class, what its endpoints hold of the scheduler's unit: "3 of every 29 connections",
-    /// "26 of 256 buckets", "419 of 4093 table entries", "2 of 5 live endpoints".
-    static func heldPhrases(_ scheduler: Scheduler, _ endpoints: SolverEndpoints, _ listWeights: [Int]) -> [String] {
+    /// "26 of 256 buckets", "419 of 4093 table entries", "2 of 5 live endpoints". sh's and mh's
+    /// counts are the class shares (already the kernel model's) times the buckets or entries.
+    static func heldPhrases(
+        _ scheduler: Scheduler, _ endpoints: SolverEndpoints, _ classShares: [Double], _ listWeights: [Int]
+    ) -> [String] {
         func perClass(_ counts: [Int]) -> [Int] {
             var sums = [Int](repeating: 0, count: endpoints.classes.count)
             for (member, count) in zip(endpoints.listOrder, counts) { sums[member.classIndex] += count }
@@ -140,12 +146,11 @@ extension WeightSolver {
         }
         switch scheduler {
         case .sourceHashing:
-            let served = perClass(SourceHashingModel(weights: listWeights).servedBuckets(fallback: true))
-            return served.map { "\($0) of \(SourceHashingModel.bucketCount) buckets" }
+            let buckets = SourceHashingModel.bucketCount
+            return classShares.map { "\(Int(($0 * Double(buckets)).rounded())) of \(buckets) buckets" }
         case .maglevHashing:
-            let entries = perClass(
-                MaglevHashingModel.entryCounts(turns: MaglevHashingModel.turns(lastWeights: listWeights)))
-            return entries.map { "\($0) of \(MaglevHashingModel.tableSize) table entries" }
+            let entries = MaglevHashingModel.tableSize
+            return classShares.map { "\(Int(($0 * Double(entries)).rounded())) of \(entries) table entries" }
         case .roundRobin, .leastConnection:
             let taking = perClass(listWeights.map { $0 > 0 ? 1 : 0 })
             let all = taking.reduce(0, +)
