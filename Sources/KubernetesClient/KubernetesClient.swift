@@ -217,6 +217,22 @@ public final class KubernetesClient: Sendable {
         return try await write(.post, path: path, query: [], body: try Self.encode(object, request: "POST \(path)"))
     }
 
+    // MARK: Discovery
+
+    /// GETs an API discovery document (`/apis/GROUP` gives an ``APIGroup``, `/apis/GROUP/VERSION` an
+    /// ``APIResourceList``); nil when the server answers 404 (the group or version is not served).
+    public func discovery<Document: Decodable & Sendable>(
+        _ path: String, as type: Document.Type = Document.self
+    ) async throws(KubernetesError) -> Document? {
+        let request = "GET \(path)"
+        do {
+            let response = try await send(method: .get, path: path, query: [], body: nil, request: request)
+            return try Self.decode(Document.self, from: try await collect(response.body, request: request), request: request)
+        } catch where error.isNotFound {
+            return nil
+        }
+    }
+
     // MARK: Get, replace, patch
 
     /// GETs one object by name (404: ``KubernetesError/isNotFound``).

@@ -6,10 +6,15 @@ public struct ObjectMeta: Codable, Sendable, Hashable {
     public var resourceVersion: String?
     public var labels: [String: String]?
     public var annotations: [String: String]?
+    /// Bumped by the server on each change of the spec (custom resources and most built-in kinds).
+    public var generation: Int64?
+    /// RFC 3339, as the server wrote it.
+    public var creationTimestamp: String?
 
     public init(
         name: String? = nil, namespace: String? = nil, uid: String? = nil, resourceVersion: String? = nil,
-        labels: [String: String]? = nil, annotations: [String: String]? = nil
+        labels: [String: String]? = nil, annotations: [String: String]? = nil, generation: Int64? = nil,
+        creationTimestamp: String? = nil
     ) {
         self.name = name
         self.namespace = namespace
@@ -17,6 +22,8 @@ public struct ObjectMeta: Codable, Sendable, Hashable {
         self.resourceVersion = resourceVersion
         self.labels = labels
         self.annotations = annotations
+        self.generation = generation
+        self.creationTimestamp = creationTimestamp
     }
 }
 
@@ -167,4 +174,27 @@ public struct Selectors: Hashable, Sendable {
         self.labelSelector = labelSelector
         self.fieldSelector = fieldSelector
     }
+}
+
+/// meta/v1 APIGroup, as `/apis/GROUP` answers: the versions served.
+public struct APIGroup: Decodable, Sendable, Hashable {
+    public struct Version: Decodable, Sendable, Hashable {
+        public var groupVersion: String
+        public var version: String
+    }
+    public var name: String
+    public var versions: [Version]
+    public var preferredVersion: Version?
+}
+
+/// meta/v1 APIResourceList, as `/apis/GROUP/VERSION` answers: the resources of that version.
+public struct APIResourceList: Decodable, Sendable, Hashable {
+    public struct Resource: Decodable, Sendable, Hashable {
+        /// The plural, or `plural/subresource`.
+        public var name: String
+        public var namespaced: Bool?
+        public var kind: String?
+    }
+    public var groupVersion: String?
+    public var resources: [Resource]
 }

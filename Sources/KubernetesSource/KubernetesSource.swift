@@ -39,6 +39,14 @@ public actor KubernetesSource {
         public var component = "canary-agent"
         /// Where `canary_agent_source_problems_total` is counted; nil is the bootstrapped `MetricsSystem`.
         public var metricsFactory: (any MetricsFactory)?
+        /// Watch Gateway API routes with a Service parent (GAMMA), when the server serves them.
+        public var gatewayAPI = true
+        /// How often API discovery is read again for Gateway API CRDs installed or removed.
+        public var rediscoveryInterval: Duration = .seconds(30)
+        /// Route status is the cluster's: written by the one agent holding this Lease. nil writes
+        /// no status unless `writeRouteStatusUnelected` (a single agent, tests).
+        public var leaderElection: LeaderElection.Configuration?
+        public var writeRouteStatusUnelected = false
 
         public init(nodeName: String? = nil, defaultScheduler: Scheduler = .weightedRoundRobin) {
             self.nodeName = nodeName
@@ -77,7 +85,7 @@ public actor KubernetesSource {
 
     public let client: KubernetesClient
     public let configuration: Configuration
-    private let logger: Logger
+    let logger: Logger
 
     /// The caches and their translation, kept one object at a time.
     private var cache: TranslationCache
@@ -92,6 +100,15 @@ public actor KubernetesSource {
     private var firstChangeAt: ContinuousClock.Instant?
     /// Rung after each change of the caches; the translating task takes them all at once.
     private let changed = Doorbell()
+    /// Gateway API: whether discovery has been read once, and the informers that have not listed yet
+    /// (`Kind/version`): nothing is translated before both.
+    var gatewayDiscovered = false
+    var gatewayListPending: Set<String> = []
+    /// The route kinds' versions being watched (their status is written at that version).
+    private var routeVersions: [RouteKind: String] = [:]
+    /// Rung after each translation and when this agent becomes the leader: route status is due.
+    private let statusDue = Doorbell()
+    private var elector: LeaderElector?
 
     public init(client: KubernetesClient, configuration: Configuration, logger: Logger = Logger(label: "kubernetes-source")) {
         self.client = client
@@ -161,6 +178,27 @@ public actor KubernetesSource {
                         onFailure: { if let note = await self.informer(.nodes, failed: $0) { await onUnavailable(note) } })
                 }
             }
+            if configuration.gatewayAPI {
+                group.addTask { await self.watchGatewayAPI(options: options, onUnavailable: onUnavailable) }
+                group.addTask { await self.writeRouteStatus() }
+                if let election = configuration.leaderElection {
+                    do {
+                        let elector = try LeaderElector(configuration: election, client: client, logger: logger)
+                        await self.setElector(elector)
+                        group.addTask {
+                            do { try await elector.run() } catch { logger.error("leader election: \(error)") }
+                        }
+                        group.addTask {
+                            for await leading in elector.leadership() {
+                                logger.notice(leading ? "leading: this agent writes route status" : "not leading: another agent writes route status")
+                                if leading { await self.statusDue.ring() }
+                            }
+                        }
+                    } catch {
+                        logger.error("leader election not started: \(error); route status is not written")
+                    }
+                }
+            }
             group.addTask {
                 while !Task.isCancelled {
                     await changed.wait()
@@ -171,6 +209,7 @@ public actor KubernetesSource {
                         if let event = await self.event(for: problem) { eventContinuation.yield(event) }
                     }
                     await onUpdate(update)
+                    await self.statusDue.ring()
                 }
             }
             group.addTask {
@@ -243,6 +282,93 @@ public actor KubernetesSource {
         noteChange()
     }
 
+    func received(routes update: InformerUpdate<Route>, kind: RouteKind) {
+        if case .relisted = update.change {
+            Self.relistCounter(kind.resource(version: routeVersions[kind] ?? ""), factory: configuration.metricsFactory).increment()
+            cache.replaceRoutes(kind, update.objects)
+            gatewayListPending = gatewayListPending.filter { !$0.hasPrefix(kind.rawValue + "/") }
+            if let name = update.objects.first?.value.apiVersion?.split(separator: "/").last { routeVersions[kind] = String(name) }
+        }
+        switch update.change {
+        case .relisted: break
+        case .added(let key), .modified(let key): cache.changeRoute(kind, key, to: update.object)
+        case .deleted(let key): cache.changeRoute(kind, key, to: nil)
+        }
+        noteChange()
+    }
+
+    func received(grants update: InformerUpdate<ReferenceGrant>) {
+        switch update.change {
+        case .relisted:
+            cache.replaceGrants(update.objects)
+            gatewayListPending = gatewayListPending.filter { !$0.hasPrefix("ReferenceGrant/") }
+        case .added(let key), .modified(let key): cache.changeGrant(key, to: update.object)
+        case .deleted(let key): cache.changeGrant(key, to: nil)
+        }
+        noteChange()
+    }
+
+    /// A Gateway API kind no longer served (`Kind/version`): its objects are gone.
+    func forgetGatewayResource(_ name: String) {
+        gatewayListPending.remove(name)
+        if name.hasPrefix("ReferenceGrant/") {
+            cache.replaceGrants([:])
+        } else if let kind = RouteKind.allCases.first(where: { name.hasPrefix($0.rawValue + "/") }) {
+            cache.replaceRoutes(kind, [:])
+            routeVersions[kind] = nil
+        }
+        noteChange()
+    }
+
+    /// Which version of a route kind is watched (set when its informer starts).
+    func watching(_ kind: RouteKind, version: String) { routeVersions[kind] = version }
+
+    private func setElector(_ elector: LeaderElector) { self.elector = elector }
+
+    /// Writes route status while this agent leads: each route whose `status.parents` (ours) differ
+    /// from what the routes decide, with a merge patch conditional on the route's resourceVersion
+    /// (a 409 means the route moved on: its watch event brings it, and the next pass writes).
+    private func writeRouteStatus() async {
+        while !Task.isCancelled {
+            await statusDue.wait()
+            guard !Task.isCancelled else { return }
+            let leading = elector?.isLeader ?? configuration.writeRouteStatusUnelected
+            guard leading, gatewayDiscovered else { continue }
+            let desired = RouteStatusEntry.desired(cache.decisions)
+            var failed = false
+            for (ref, entries) in desired.sorted(by: { $0.key < $1.key }) {
+                guard let route = cache.routes[ref], let version = routeVersions[ref.kind] ?? ref.kind.versions.first,
+                    let parents = RouteStatusEntry.parents(for: entries, current: route.status?.parents ?? [], now: Date())
+                else { continue }
+                let patch = StatusPatch(
+                    metadata: .init(resourceVersion: route.metadata.resourceVersion), status: .init(parents: parents))
+                do throws(KubernetesError) {
+                    let written: Route = try await client.patchStatus(
+                        ref.kind.resource(version: version), namespace: ref.namespace, name: ref.name, patch: patch)
+                    cache.noteRouteStatus(ref, written)
+                    logger.info("route status written: \(ref) (generation \(route.metadata.generation ?? 0))")
+                } catch where error.isConflict || error.isNotFound {
+                    logger.debug("route status of \(ref): \(error) (its next watch event brings it again)")
+                } catch {
+                    failed = true
+                    logger.warning("cannot write the status of \(ref): \(error)")
+                }
+            }
+            if failed {
+                try? await Task.sleep(for: .seconds(2))
+                statusDue.ring()
+            }
+        }
+    }
+
+    /// A merge patch of a route's status, conditional on its resourceVersion.
+    struct StatusPatch: Encodable, Sendable {
+        struct Metadata: Encodable, Sendable { var resourceVersion: String? }
+        struct Status: Encodable, Sendable { var parents: [JSONValue] }
+        var metadata: Metadata
+        var status: Status
+    }
+
     /// The informers whose last list or watch failed, with the error.
     private var failingInformers: [String: String] = [:]
 
@@ -258,7 +384,7 @@ public actor KubernetesSource {
         }
     }
 
-    private func noteChange() {
+    func noteChange() {
         firstChangeAt = firstChangeAt ?? .now
         changed.ring()
     }
@@ -266,6 +392,7 @@ public actor KubernetesSource {
     /// The translation of the caches now; nil before every informer has listed, or when nothing changed.
     private func translate() -> Update? {
         guard servicesListed, endpointsListed, nodeListed || configuration.nodeName == nil else { return nil }
+        guard !configuration.gatewayAPI || (gatewayDiscovered && gatewayListPending.isEmpty) else { return nil }
         let changedAt = firstChangeAt ?? .now
         firstChangeAt = nil
         let (changes, problems) = cache.translate()
@@ -291,6 +418,13 @@ public actor KubernetesSource {
             let node = cache.node?.metadata.name == object.name ? cache.node : nil
             reference = ObjectReference(
                 kind: "Node", namespace: nil, name: object.name, uid: node?.metadata.uid ?? object.name)
+        case .tcpRoute, .udpRoute, .httpRoute, .grpcRoute:
+            let route = RouteKind(rawValue: object.kind.rawValue).flatMap {
+                cache.routes[RouteRef(kind: $0, namespace: object.namespace ?? "", name: object.name)]
+            }
+            reference = ObjectReference(
+                apiVersion: route?.apiVersion ?? "\(RouteKind.group)/v1", kind: object.kind.rawValue, namespace: object.namespace,
+                name: object.name, uid: route?.metadata.uid, resourceVersion: route?.metadata.resourceVersion)
         case .file, .staticService:
             return nil
         }

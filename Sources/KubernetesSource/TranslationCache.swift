@@ -25,6 +25,12 @@ import KubernetesClient
     private(set) var slices: [ObjectKey: EndpointSlice] = [:]
     private(set) var endpoints: [ObjectKey: Endpoints] = [:]
     private(set) var node: Node?
+    /// Gateway API routes (every kind) and ReferenceGrants, and what they decide.
+    private(set) var routes: [RouteRef: Route] = [:]
+    private(set) var grants: [ObjectKey: ReferenceGrant] = [:]
+    private(set) var decisions = RouteDecisions()
+    /// For each backend Service of a programmable route, the parent Services it feeds.
+    private var routeParentsOfBackend: [ObjectKey: Set<ObjectKey>] = [:]
 
     /// The last translation; nil before the first.
     private(set) var last: Translation?
@@ -67,6 +73,62 @@ import KubernetesClient
         services[key] = service
         indexCanary(of: key, service)
         touch(affected(by: key))
+        // A Service is a route's parent or backend: the routes' verdicts may change with it.
+        if !routes.isEmpty { decideRoutes() }
+    }
+
+    // MARK: - Gateway API
+
+    /// A relist of one route kind: the cache holds exactly these of that kind.
+    mutating func replaceRoutes(_ kind: RouteKind, _ all: [ObjectKey: Route]) {
+        routes = routes.filter { $0.key.kind != kind }
+        for (key, route) in all { routes[RouteRef(kind: kind, namespace: key.namespace, name: key.name)] = route }
+        decideRoutes()
+        touched = nil
+    }
+
+    /// One watch event on a route (nil: deleted): the parents it governs, before and after, are touched.
+    mutating func changeRoute(_ kind: RouteKind, _ key: ObjectKey, to route: Route?) {
+        routes[RouteRef(kind: kind, namespace: key.namespace, name: key.name)] = route
+        decideRoutes()
+    }
+
+    /// The route as the server returned it after our status write (its status and resourceVersion).
+    mutating func noteRouteStatus(_ ref: RouteRef, _ route: Route) {
+        guard routes[ref] != nil else { return }
+        routes[ref] = route
+    }
+
+    mutating func replaceGrants(_ all: [ObjectKey: ReferenceGrant]) {
+        grants = all
+        decideRoutes()
+        touched = nil
+    }
+
+    mutating func changeGrant(_ key: ObjectKey, to grant: ReferenceGrant?) {
+        grants[key] = grant
+        decideRoutes()
+    }
+
+    /// Evaluates every route again (they are few: one per canaried Service), and touches the
+    /// parents of every route whose verdict or governed ports changed.
+    private mutating func decideRoutes() {
+        let before = decisions
+        decisions = RouteDecisions(routes: routes, services: services, grants: Array(grants.values))
+        guard decisions != before else { return }
+        for ref in Set(before.verdicts.keys).union(decisions.verdicts.keys) where before.verdicts[ref] != decisions.verdicts[ref] {
+            for verdict in [before.verdicts[ref], decisions.verdicts[ref]].compactMap({ $0 }) {
+                touch(Set(verdict.parents.compactMap(\.service)))
+            }
+        }
+        for (port, ref) in before.winners where decisions.winners[port] != ref { touch([port.service]) }
+        for (port, _) in decisions.winners where before.winners[port] == nil { touch([port.service]) }
+        routeParentsOfBackend = [:]
+        for verdict in decisions.verdicts.values {
+            for backend in verdict.backends ?? [] {
+                routeParentsOfBackend[backend.service, default: []].formUnion(verdict.parents.compactMap(\.service))
+            }
+        }
     }
 
     /// A relist of the EndpointSlices: the cache holds exactly these; the next translation is a full one.
@@ -121,7 +183,8 @@ import KubernetesClient
             TranslationInput(
                 services: Array(services.values),
                 endpoints: endpointsAPI == .endpointSlices ? .slices(Array(slices.values)) : .endpoints(Array(endpoints.values)),
-                node: node, defaultScheduler: defaultScheduler, acceptExternalIPs: acceptExternalIPs),
+                node: node, defaultScheduler: defaultScheduler, acceptExternalIPs: acceptExternalIPs, routes: routes,
+                grants: Array(grants.values)),
             previous: previous?.desiredState ?? DesiredState())
         last = translation
         outputs = [:]
@@ -139,6 +202,9 @@ import KubernetesClient
     /// scheduler label is invalid.
     private mutating func translateTouched(_ touched: Set<ObjectKey>) -> Set<ServiceKey>? {
         guard let problems = last?.problems else { return nil }
+        // A route's problem appears or goes with the route's verdict: only a full translation lists them exactly.
+        let routeProblems = decisions.verdicts.values.compactMap(\.problem).sorted()
+        guard routeProblems == problems.filter({ $0.object.isRoute }) else { return nil }
         if touched.isEmpty { return [] }
         let touchedNames = Set(touched.map(\.reference))
         // A problem on a touched Service, on the Node, or an address conflict anywhere (the Service
@@ -159,7 +225,8 @@ import KubernetesClient
             else { continue }
             let result = Translator.translateService(
                 service, services: services, endpoints: endpointIndex(for: key),
-                fallbackScheduler: nodeScheduler ?? defaultScheduler, acceptExternalIPs: acceptExternalIPs)
+                fallbackScheduler: nodeScheduler ?? defaultScheduler, acceptExternalIPs: acceptExternalIPs,
+                routes: decisions.governing(key, portCount: service.spec?.ports?.count ?? 0))
             guard case .success(let desired) = result else { return nil }
             for item in desired {
                 if let owner = owners[item.key], !touchedNames.contains(owner) { return nil }
@@ -170,6 +237,7 @@ import KubernetesClient
         // In place: `last` gives up its reference first, so that its 10,000 entries are not copied.
         var translation = last!
         last = nil
+        translation.routes = decisions
         var before: [ServiceKey: DesiredService] = [:]
         for name in touchedNames {
             for key in outputs[name] ?? [] {
@@ -193,6 +261,7 @@ import KubernetesClient
     /// The endpoints of a Service and of its canary, indexed as the translator reads them.
     private func endpointIndex(for key: ObjectKey) -> EndpointIndex {
         let keys = [key] + (canaryOf[key].map { [$0] } ?? [])
+            + decisions.backendServices(of: key, portCount: services[key]?.spec?.ports?.count ?? 0)
         switch endpointsAPI {
         case .endpointSlices:
             return EndpointIndex(.slices(keys.flatMap { (slicesOfService[$0] ?? []).compactMap { slices[$0] } }))
@@ -208,9 +277,10 @@ import KubernetesClient
         touched?.formUnion(keys)
     }
 
-    /// The Service itself and the stable Services that name it as their canary.
+    /// The Service itself, the stable Services that name it as their canary, and the parents of
+    /// the routes it is a backend of.
     private func affected(by key: ObjectKey) -> Set<ObjectKey> {
-        (canaryUsers[key] ?? []).union([key])
+        (canaryUsers[key] ?? []).union([key]).union(routeParentsOfBackend[key] ?? [])
     }
 
     private mutating func indexCanary(of key: ObjectKey, _ service: Service?) {

@@ -43,15 +43,53 @@ public struct TranslationInput: Sendable {
     public var defaultScheduler: Scheduler
     /// The `--external-ips` flag: program each Service's `spec.externalIPs` too (off: they are ignored).
     public var acceptExternalIPs: Bool
+    /// Gateway API routes (any of `RouteKind`) and ReferenceGrants; empty without the CRDs.
+    public var routes: [RouteRef: Route]
+    public var grants: [ReferenceGrant]
 
     public init(
-        services: [Service], endpoints: EndpointObjects, node: Node?, defaultScheduler: Scheduler, acceptExternalIPs: Bool = false
+        services: [Service], endpoints: EndpointObjects, node: Node?, defaultScheduler: Scheduler, acceptExternalIPs: Bool = false,
+        routes: [RouteRef: Route] = [:], grants: [ReferenceGrant] = []
     ) {
         self.services = services
         self.endpoints = endpoints
         self.node = node
         self.defaultScheduler = defaultScheduler
         self.acceptExternalIPs = acceptExternalIPs
+        self.routes = routes
+        self.grants = grants
+    }
+}
+
+/// The routes that govern Service ports: every route's verdict, and the winner of each port.
+public struct RouteDecisions: Sendable, Hashable {
+    public var verdicts: [RouteRef: RouteVerdict] = [:]
+    public var winners: [RouteEvaluation.PortKey: RouteRef] = [:]
+
+    public init() {}
+
+    public init(routes: [RouteRef: Route], services: [ObjectKey: Service], grants: [ReferenceGrant]) {
+        for (ref, route) in routes {
+            verdicts[ref] = RouteEvaluation.evaluate(route, kind: ref.kind, services: services, grants: grants)
+        }
+        winners = RouteEvaluation.winners(Array(verdicts.values))
+    }
+
+    /// The verdict of the route governing each port of a Service that a route governs.
+    public func governing(_ service: ObjectKey, portCount: Int) -> [Int: RouteVerdict] {
+        guard !winners.isEmpty else { return [:] }
+        var result: [Int: RouteVerdict] = [:]
+        for index in 0..<portCount {
+            if let ref = winners[RouteEvaluation.PortKey(service: service, portIndex: index)], let verdict = verdicts[ref] {
+                result[index] = verdict
+            }
+        }
+        return result
+    }
+
+    /// The backend Services of the routes governing a Service's ports.
+    public func backendServices(of service: ObjectKey, portCount: Int) -> [ObjectKey] {
+        governing(service, portCount: portCount).values.flatMap { $0.backends?.map(\.service) ?? [] }
     }
 }
 
@@ -60,10 +98,13 @@ public struct Translation: Sendable, Hashable {
     public var desiredState: DesiredState
     /// Sorted; at most one per object.
     public var problems: [InputProblem]
+    /// What the routes decided (for their status).
+    public var routes: RouteDecisions
 
-    public init(desiredState: DesiredState, problems: [InputProblem]) {
+    public init(desiredState: DesiredState, problems: [InputProblem], routes: RouteDecisions = RouteDecisions()) {
         self.desiredState = desiredState
         self.problems = problems
+        self.routes = routes
     }
 }
 
@@ -87,6 +128,10 @@ public enum Translator {
         let servicesByKey = Dictionary(input.services.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
         let endpointIndex = EndpointIndex(input.endpoints)
         let previousByObject = Dictionary(grouping: previous.services.values, by: \.origin.object)
+        let routes = RouteDecisions(routes: input.routes, services: servicesByKey, grants: input.grants)
+        for verdict in routes.verdicts.values {
+            if let problem = verdict.problem { problems.append(problem) }
+        }
 
         // The node's scheduler; a bad label leaves each Service on the scheduler it has now.
         var nodeScheduler: Scheduler?
@@ -118,7 +163,8 @@ public enum Translator {
                 ?? input.defaultScheduler
             var result = translateService(
                 service, services: servicesByKey, endpoints: endpointIndex, fallbackScheduler: fallbackScheduler,
-                acceptExternalIPs: input.acceptExternalIPs)
+                acceptExternalIPs: input.acceptExternalIPs,
+                routes: routes.governing(service.key, portCount: service.spec?.ports?.count ?? 0))
             if case .success(let desired) = result,
                 let taken = desired.first(where: { owners[$0.key] != nil && owners[$0.key] != objectName })
             {
@@ -141,14 +187,15 @@ public enum Translator {
                     output.append(item)
                 }
             case .failure(let failure):
-                problems.append(failure)
+                // A route's problem is reported once, on the route.
+                if !failure.object.isRoute { problems.append(failure) }
                 for item in previousByObject[objectName] ?? [] where owners[item.key] == nil {
                     owners[item.key] = objectName
                     output.append(item)
                 }
             }
         }
-        return Translation(desiredState: DesiredState(services: output), problems: problems.sorted())
+        return Translation(desiredState: DesiredState(services: output), problems: problems.sorted(), routes: routes)
     }
 
     /// A value from the cluster as a message quotes it: at most 64 Unicode scalars (then "…"), quotes,
@@ -195,10 +242,18 @@ public enum Translator {
         var proto: IPProtocol
     }
 
+    /// - Parameter routes: for each port index a route governs, that route's verdict: its backends
+    ///   replace the annotation scheme's stable and canary on that port; a route that cannot be
+    ///   programmed makes the whole Service keep its last good state.
     static func translateService(
         _ service: Service, services: [ObjectKey: Service], endpoints: EndpointIndex, fallbackScheduler: Scheduler,
-        acceptExternalIPs: Bool = false
+        acceptExternalIPs: Bool = false, routes: [Int: RouteVerdict] = [:]
     ) -> Result<[DesiredService], InputProblem> {
+        for verdict in routes.values.sorted(by: { $0.route < $1.route }) where !verdict.programmable {
+            return .failure(
+                verdict.problem
+                    ?? InputProblem(object: verdict.route.object, field: "spec", message: "cannot be programmed", reason: "UnsupportedValue"))
+        }
         let annotations = service.metadata.annotations ?? [:]
         let spec = service.spec ?? Service.Spec(type: nil)
 
@@ -306,6 +361,23 @@ public enum Translator {
         var desired: [DesiredService] = []
         for port in ports {
             let displayName = port.name.isEmpty ? String(port.port) : port.name
+            if let verdict = routes[port.index], let backends = verdict.backends {
+                let origin = ServiceOrigin(object: service.key.reference, port: displayName, route: verdict.route.object)
+                let groups = routeGroups(backends, services: services, endpoints: endpoints, proto: port.proto)
+                for address in virtualAddresses {
+                    desired.append(
+                        DesiredService(
+                            origin: origin, key: .inet(port.proto, SocketAddress(address: address, port: port.port)),
+                            scheduler: scheduler, persistence: persistence, forwarding: .masquerade,
+                            backends: groups.map { group in
+                                var group = group
+                                group.endpoints = group.endpoints.filter { $0.address.address.family == address.family }
+                                return group
+                            },
+                            unweightedFallback: .refuseNewConnections))
+                }
+                continue
+            }
             let origin = ServiceOrigin(object: service.key.reference, port: displayName)
             let stableByFamily = endpoints.resolve(service: service.key, portName: port.name, proto: port.proto)
 
@@ -349,6 +421,35 @@ public enum Translator {
         }
         return .success(desired)
     }
+}
+
+extension Translator {
+    /// A route's backends as groups: each backend Service's port (by number) resolved to its
+    /// endpoints' target ports per slice, as for the annotation scheme.
+    static func routeGroups(
+        _ backends: [RouteVerdict.Backend], services: [ObjectKey: Service], endpoints: EndpointIndex, proto: IPProtocol
+    ) -> [BackendGroup] {
+        backends.map { backend in
+            let port = services[backend.service]?.spec?.ports?.first {
+                $0.port == backend.port && parseProtocol($0.protocol) == proto
+            }
+            var members: [Endpoint] = []
+            if let port {
+                let byFamily = endpoints.resolve(service: backend.service, portName: port.name ?? "", proto: proto)
+                for family in byFamily.keys.sorted(by: { "\($0)" < "\($1)" }) {
+                    members += (byFamily[family] ?? [:]).map { Endpoint($0.key, state: $0.value) }.sorted()
+                }
+            }
+            return BackendGroup(
+                name: backend.name, origin: .service(namespace: backend.service.namespace, name: backend.service.name),
+                weight: backend.weight, endpoints: members)
+        }
+    }
+}
+
+extension InputObject {
+    /// True for a Gateway API route.
+    var isRoute: Bool { [.tcpRoute, .udpRoute, .httpRoute, .grpcRoute].contains(kind) }
 }
 
 /// Endpoints by Service: groups of addresses sharing one set of resolved ports (an EndpointSlice, or a

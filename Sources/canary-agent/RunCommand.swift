@@ -57,6 +57,19 @@ struct RunCommand: AsyncParsableCommand {
         help: "Kubernetes mode: program Services' spec.externalIPs too (off: anyone who may edit a Service could bind any address on every node).")
     var externalIPs = false
 
+    @Flag(
+        name: .long, inversion: .prefixedNo,
+        help: "Kubernetes mode: follow Gateway API routes whose parent is a Service (TCPRoute, UDPRoute, HTTPRoute, GRPCRoute), when their CRDs are installed.")
+    var gatewayAPI = true
+
+    @Option(
+        name: .long,
+        help: "Kubernetes mode: the namespace of the Lease that elects the one agent writing route status (default: $POD_NAMESPACE; none: no status is written).")
+    var leaderElectionNamespace: String?
+
+    @Option(name: .long, help: "Kubernetes mode: the name of that Lease.")
+    var leaderElectionLease = "canary-agent-route-status"
+
     @Flag(name: .long, help: "Masquerade every IPVS-NAT connection, not only node-local clients and hairpin.")
     var masqueradeAll = false
 
@@ -158,6 +171,14 @@ struct RunCommand: AsyncParsableCommand {
             nodeName: nodeName ?? ProcessInfo.processInfo.environment["NODE_NAME"], defaultScheduler: defaultScheduler)
         options.endpointsAPI = endpointsSource
         options.acceptExternalIPs = externalIPs
+        options.gatewayAPI = gatewayAPI
+        if gatewayAPI, let namespace = leaderElectionNamespace ?? ProcessInfo.processInfo.environment["POD_NAMESPACE"],
+            !namespace.isEmpty
+        {
+            // The identity: the node (one agent per node), else this host.
+            let identity = options.nodeName ?? ProcessInfo.processInfo.hostName
+            options.leaderElection = .kubeControllerManager(namespace: namespace, leaseName: leaderElectionLease, identity: identity)
+        }
         let source = KubernetesSource(client: client, configuration: options, logger: logger)
         return (KubernetesStateSource(source: source, server: configuration.server), client)
     }

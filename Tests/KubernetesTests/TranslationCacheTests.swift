@@ -7,7 +7,8 @@ import Testing
 
 /// The cache that translates only what a change touches gives, after every change, exactly what
 /// translating the whole cluster gives: over random sequences of Service, slice and Node changes
-/// (canaries named and renamed, address conflicts, bad annotations, relists).
+/// (canaries named and renamed, address conflicts, bad annotations, relists), and Gateway API routes
+/// (weights changed, backends missing, L7 rules refused, routes of two kinds on one parent).
 @Suite("Incremental translation")
 struct TranslationCacheTests {
     /// A small deterministic generator (SplitMix64), so that a failing seed can be replayed.
@@ -48,6 +49,23 @@ struct TranslationCacheTests {
         return try Fixtures.decode(Fixtures.slice("slice-\(index)", service: service, endpoints: endpoints), as: EndpointSlice.self)
     }
 
+    static func randomRoute(_ random: inout Generator) throws -> (RouteRef, Route) {
+        let kind: RouteKind = Bool.random(using: &random) ? .tcp : .http
+        let parent = names.randomElement(using: &random)!
+        let backends = (0..<Int.random(in: 1...3, using: &random)).map { _ in
+            RouteFixtures.backend(
+                // Now and then a Service that does not exist.
+                Int.random(in: 0..<8, using: &random) == 0 ? "missing" : names.randomElement(using: &random)!,
+                weight: [0, 1, 10, 90, 1000].randomElement(using: &random)!)
+        }
+        let header: JSON = ["headers": [["name": "x", "value": "y"]]]
+        let json = RouteFixtures.route(
+            kind, "route-\(Int.random(in: 0..<3, using: &random))", parent: parent, backends: backends,
+            matches: kind == .http && Int.random(in: 0..<6, using: &random) == 0 ? [header] : nil,
+            created: "2026-12-0\(Int.random(in: 1...3, using: &random))T00:00:00Z")
+        return try RouteFixtures.decoded(json)
+    }
+
     @Test("after every change the incremental translation equals the full one", arguments: 1...24)
     func equalsFullTranslation(seed: UInt64) throws {
         var random = Generator(state: seed)
@@ -55,6 +73,7 @@ struct TranslationCacheTests {
         var services: [ObjectKey: Service] = [:]
         var slices: [ObjectKey: EndpointSlice] = [:]
         var node: Node? = try Fixtures.decode(Fixtures.node(), as: Node.self)
+        var routes: [RouteRef: Route] = [:]
         for name in Self.names.prefix(3) {
             let service = try Self.randomService(name, &random)
             services[service.key] = service
@@ -66,7 +85,7 @@ struct TranslationCacheTests {
         // What a consumer of the cache's changes holds: it must always equal a full translation.
         var folded = DesiredState()
         for step in 0..<120 {
-            switch Int.random(in: 0..<20, using: &random) {
+            switch Int.random(in: 0..<24, using: &random) {
             case 0..<8:
                 let name = Self.names.randomElement(using: &random)!
                 let key = ObjectKey(namespace: "default", name: name)
@@ -96,6 +115,15 @@ struct TranslationCacheTests {
                 cache.setNode(node)
             case 18:
                 cache.replaceServices(services)
+            case 20..<23:
+                let (ref, route) = try Self.randomRoute(&random)
+                if routes[ref] != nil, Int.random(in: 0..<4, using: &random) == 0 {
+                    routes[ref] = nil
+                    cache.changeRoute(ref.kind, ObjectKey(namespace: ref.namespace, name: ref.name), to: nil)
+                } else {
+                    routes[ref] = route
+                    cache.changeRoute(ref.kind, ObjectKey(namespace: ref.namespace, name: ref.name), to: route)
+                }
             default:
                 break  // nothing changed: an empty translation
             }
@@ -104,7 +132,7 @@ struct TranslationCacheTests {
             reference = Translator.translate(
                 TranslationInput(
                     services: Array(services.values), endpoints: .slices(Array(slices.values)), node: node,
-                    defaultScheduler: .weightedRoundRobin),
+                    defaultScheduler: .weightedRoundRobin, routes: routes),
                 previous: reference.desiredState)
             #expect(folded == reference.desiredState, "seed \(seed), step \(step)")
             #expect(problems == reference.problems, "seed \(seed), step \(step)")

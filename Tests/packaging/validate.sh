@@ -381,7 +381,8 @@ fi
 
 # --- RBAC: least privilege ----------------------------------------------------------------------
 # The API calls the agent makes, written out by hand from its code (KubernetesSource's informers,
-# KubernetesClient's create of core Events): every verb the ClusterRole grants must be in this table.
+# KubernetesClient's create of core Events, the route status writer, the Lease elector): every verb
+# a ClusterRole or Role grants must be in this table.
 if output=$(python3 - deploy/rbac.yaml 2>&1 <<'EOF'
 import sys, yaml
 used = {
@@ -390,6 +391,13 @@ used = {
     ("", "endpoints"): {"list", "watch"},
     ("", "nodes"): {"list", "watch"},
     ("", "events"): {"create"},
+    # Gateway API (KubernetesSource's route and ReferenceGrant informers; the status writer's merge patch).
+    **{("gateway.networking.k8s.io", kind): {"list", "watch"}
+       for kind in ("tcproutes", "udproutes", "httproutes", "grpcroutes", "referencegrants")},
+    **{("gateway.networking.k8s.io", f"{kind}/status"): {"patch"}
+       for kind in ("tcproutes", "udproutes", "httproutes", "grpcroutes")},
+    # LeaderElector: get the Lease, create it when missing, update (PUT) to acquire and renew.
+    ("coordination.k8s.io", "leases"): {"get", "create", "update"},
 }
 extra = []
 for document in yaml.safe_load_all(open(sys.argv[1])):

@@ -10,6 +10,11 @@ public struct InputObject: Hashable, Sendable, Codable, Comparable, CustomString
         case file = "File"
         /// One entry of the static file's `services:` list (its name is the entry's name).
         case staticService = "StaticService"
+        /// Gateway API routes (gateway.networking.k8s.io) whose parent is a Service (GAMMA).
+        case tcpRoute = "TCPRoute"
+        case udpRoute = "UDPRoute"
+        case httpRoute = "HTTPRoute"
+        case grpcRoute = "GRPCRoute"
 
         public static func < (l: Kind, r: Kind) -> Bool { l.rawValue < r.rawValue }
     }
@@ -38,7 +43,7 @@ public struct InputObject: Hashable, Sendable, Codable, Comparable, CustomString
         switch kind {
         case .file: name
         case .staticService: "service \(name)"
-        case .service, .node: "\(kind.rawValue) \(qualifiedName)"
+        case .service, .node, .tcpRoute, .udpRoute, .httpRoute, .grpcRoute: "\(kind.rawValue) \(qualifiedName)"
         }
     }
 
@@ -52,10 +57,14 @@ public struct ServiceOrigin: Hashable, Sendable, Codable {
     public var object: InputObject
     /// The Service port's name, or its number when unnamed; nil for a static entry.
     public var port: String?
+    /// The Gateway API route whose backends the service's groups are, when a route (rather than
+    /// the Service's own annotations) decides its split.
+    public var route: InputObject?
 
-    public init(object: InputObject, port: String? = nil) {
+    public init(object: InputObject, port: String? = nil, route: InputObject? = nil) {
         self.object = object
         self.port = port
+        self.route = route
     }
 
     /// A static file's entry, by its name.
