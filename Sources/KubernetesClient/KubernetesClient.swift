@@ -37,6 +37,8 @@ public final class KubernetesClient: Sendable {
         public var maximumBufferedEvents: Int = 256
         /// The User-Agent header.
         public var userAgent: String = "canary-agent"
+        /// HTTP/1.1 connections to the API server at most (watches hold one each).
+        public var maximumConnections = 32
         public init() {}
     }
 
@@ -73,6 +75,12 @@ public final class KubernetesClient: Sendable {
         }
         let timeout = HTTPClient.Configuration.Timeout(connect: TimeAmount(options.connectTimeout))
         var clientConfiguration = HTTPClient.Configuration(tlsConfiguration: tls, timeout: timeout)
+        // Each watch holds a connection for its whole life over HTTP/1.1 (an API server that does not
+        // negotiate HTTP/2): Services, slices, the Node, four route kinds and ReferenceGrants are eight
+        // already, async-http-client's default limit per host, which would leave no connection for a
+        // status write, a Lease renewal or an Event. Leave room for all of them.
+        clientConfiguration.connectionPool = .init(
+            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: options.maximumConnections)
         var requestBase = configuration.server
         if let name = configuration.tlsServerName, !name.isEmpty, var url = URLComponents(string: configuration.server),
             let host = url.host, host != name

@@ -118,6 +118,38 @@ final class ServerState: @unchecked Sendable {
         "/apis/discovery.k8s.io/v1/endpointslices": Collection(kind: "EndpointSlice", apiVersion: "discovery.k8s.io/v1", namespaced: true),
         "/apis/coordination.k8s.io/v1/leases": Collection(kind: "Lease", apiVersion: "coordination.k8s.io/v1", namespaced: true),
     ]
+    /// API discovery documents by path (`/apis/GROUP`, `/apis/GROUP/VERSION`); any other discovery path is 404.
+    var discovery: [String: JSON] = [:]
+
+    /// Serves Gateway API's route kinds and ReferenceGrants at `version` (for TCPRoute and UDPRoute; the
+    /// others at v1), with their discovery documents, as a server with the CRDs installed does.
+    func installGatewayAPI(routeVersion: String = "v1") {
+        let group = "gateway.networking.k8s.io"
+        var byVersion: [String: [(plural: String, kind: String)]] = [:]
+        for (plural, kind) in [("tcproutes", "TCPRoute"), ("udproutes", "UDPRoute")] {
+            byVersion[routeVersion, default: []].append((plural, kind))
+        }
+        for (plural, kind) in [("httproutes", "HTTPRoute"), ("grpcroutes", "GRPCRoute"), ("referencegrants", "ReferenceGrant")] {
+            byVersion["v1", default: []].append((plural, kind))
+        }
+        for (version, resources) in byVersion {
+            for (plural, kind) in resources {
+                collections["/apis/\(group)/\(version)/\(plural)"] = Collection(kind: kind, apiVersion: "\(group)/\(version)", namespaced: true)
+            }
+            discovery["/apis/\(group)/\(version)"] = [
+                "kind": "APIResourceList", "groupVersion": .string("\(group)/\(version)"),
+                "resources": .array(resources.flatMap { resource -> [JSON] in
+                    [["name": .string(resource.plural), "namespaced": true, "kind": .string(resource.kind)]]
+                        + (resource.kind == "ReferenceGrant" ? [] : [["name": .string("\(resource.plural)/status"), "namespaced": true, "kind": .string(resource.kind)]])
+                }),
+            ]
+        }
+        discovery["/apis/\(group)"] = [
+            "kind": "APIGroup", "name": .string(group),
+            "versions": .array(byVersion.keys.sorted().map { ["groupVersion": .string("\(group)/\($0)"), "version": .string($0)] }),
+        ]
+    }
+
     /// Tokens the server accepts; nil accepts any request.
     var acceptedTokens: Set<String>?
     var requests: [RecordedRequest] = []
@@ -284,6 +316,14 @@ final class ServerState: @unchecked Sendable {
             }
             createdEvents.append(event)
             respond(context, .created, event)
+            return
+        }
+        if head.method == .GET, path.hasPrefix("/apis/"), path.split(separator: "/").count <= 3 {
+            if let document = discovery[path] {
+                respond(context, .ok, document)
+            } else {
+                respond(context, .notFound, Self.status(code: 404, reason: "NotFound", message: "the server could not find the requested resource"))
+            }
             return
         }
         if let route = objectRoute(path) {

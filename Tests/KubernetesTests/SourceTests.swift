@@ -19,7 +19,7 @@ struct SourceTests {
     }
 
     /// Starts the server with `objects`, runs a KubernetesSource for node-1 against it, and hands its updates to `body`.
-    private func withSource(
+    func withSource(
         _ objects: [JSON], configure: (inout KubernetesSource.Configuration) -> Void = { _ in },
         _ body: (FakeAPIServer, Recorder<Seen>) async throws -> Void
     ) async throws {
@@ -32,7 +32,7 @@ struct SourceTests {
     }
 
     /// Runs a KubernetesSource for node-1 against `server` while `body` runs.
-    private func runSource(
+    func runSource(
         _ server: FakeAPIServer, _ certificates: TestCertificates, configure: (inout KubernetesSource.Configuration) -> Void = { _ in },
         _ body: (Recorder<Seen>) async throws -> Void
     ) async throws {
@@ -158,7 +158,7 @@ struct SourceTests {
     }
 
     /// The first update (after the first `after` ones) that matches.
-    private func update(
+    func update(
         _ recorder: Recorder<Seen>, _ what: String, after: Int = 0,
         where predicate: @escaping @Sendable (Seen) -> Bool
     ) async throws -> Seen {
