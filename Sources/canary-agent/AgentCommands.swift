@@ -84,6 +84,7 @@ struct StatusCommand: AsyncParsableCommand {
             } else {
                 line += "canary \(Explanation.percent(service.targetCanaryShare)) (effective \(effective))"
             }
+            if let route = service.origin.route { line += "\n        route: \(route)" }
             if service.refusesNewConnections == true { line += "\n        refuses new connections" }
             for group in service.groups ?? [] {
                 if let reason = group.reason { line += "\n        \(group.name): \(reason)" }

@@ -44,8 +44,8 @@ struct Roles {
         var groups: [WeightAssignment.GroupShare]
         var name: String { desired.name }
         /// The stable/canary split's canary share, for two-group services.
-        var target: Double? { desired.backends.count == 2 ? desired.canaryShare.fraction : nil }
-        var effective: Double? { desired.backends.count == 2 ? groups.dropFirst().reduce(0) { $0 + $1.effective } : nil }
+        var target: Double? { desired.isStableAndCanary ? desired.canaryShare.fraction : nil }
+        var effective: Double? { desired.isStableAndCanary ? groups.dropFirst().reduce(0) { $0 + $1.effective } : nil }
     }
 
     var services: [ServiceKey: Service] = [:]
@@ -79,11 +79,12 @@ struct Roles {
             return "[\(service.name): canary target \(Explanation.percent(target)), "
                 + "effective \(Explanation.percent(effective)), observed \(canary)]"
         }
+        let name = service.desired.origin.route.map { "\(service.name) by \($0)" } ?? service.name
         let groups = service.groups.enumerated().map { index, group in
             "\(group.name) target \(Explanation.percent(group.target)) effective \(Explanation.percent(group.effective)) "
                 + "observed \(observed.map { Explanation.percent($0[index]) } ?? "-")"
         }
-        return "[\(service.name): " + groups.joined(separator: "; ") + "]"
+        return "[\(name): " + groups.joined(separator: "; ") + "]"
     }
 }
 
@@ -146,6 +147,8 @@ enum TableJSON {
         var flags: String
         var persistenceTimeout: UInt32?
         var name: String?
+        /// The Gateway API route behind the service, when one governs it.
+        var route: String?
         var targetCanaryShare: Double?
         var effectiveCanaryShare: Double?
         var observedCanaryShare: Double?
@@ -181,7 +184,7 @@ enum TableJSON {
                 service: "\(entry.service.key)", scheduler: entry.service.scheduler.rawValue,
                 flags: entry.service.flags.subtracting(.hashed).description,
                 persistenceTimeout: entry.service.flags.contains(.persistent) ? entry.service.timeout : nil,
-                name: described?.name, targetCanaryShare: described?.target, effectiveCanaryShare: described?.effective,
+                name: described?.name, route: described?.desired.origin.route?.description, targetCanaryShare: described?.target, effectiveCanaryShare: described?.effective,
                 observedCanaryShare: described?.target == nil ? nil : observed.map { $0.dropFirst().reduce(0, +) },
                 groups: described?.groups.enumerated().map { index, group in
                     GroupRow(

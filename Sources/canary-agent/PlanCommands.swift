@@ -111,6 +111,8 @@ struct Explanation: Encodable {
     }
 
     var service: String
+    /// The Gateway API route whose backends the groups are, when one governs the service.
+    var route: String?
     var key: String
     var scheduler: String
     var flags: String
@@ -126,6 +128,7 @@ struct Explanation: Encodable {
 
     init(_ desired: DesiredService, entry: ServiceEntry, assignment: WeightAssignment) {
         service = desired.name
+        route = desired.origin.route?.description
         key = "\(desired.key)"
         scheduler = desired.scheduler.rawValue
         flags = entry.service.flags.description
@@ -158,6 +161,7 @@ struct Explanation: Encodable {
 
     var text: String {
         var lines = ["service \(service): \(key), scheduler \(scheduler)" + (flags.isEmpty ? "" : " (\(flags))")]
+        if let route { lines.append("route: \(route) (its backendRefs are the groups)") }
         let cycle = cycleLength.map { ", wrr cycle \($0) connections" } ?? ""
         if let targetCanaryShare, let effectiveCanaryShare {
             lines.append("canary share: target \(targetCanaryShare), effective \(effectiveCanaryShare)" + cycle)

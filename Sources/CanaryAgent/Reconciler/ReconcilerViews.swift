@@ -47,7 +47,7 @@ extension Reconciler {
                 groups: desiredTable.assignments[service.key]?.groups,
                 refusesNewConnections: desiredTable.assignments[service.key]?.refusesNewConnections,
                 programmed: applied[service.key] != nil && ownership.owns(service.key), error: error,
-                problems: problemsByObject[service.origin.object] ?? [])
+                problems: (problemsByObject[service.origin.object] ?? []) + (service.origin.route.flatMap { problemsByObject[$0] } ?? []))
         }
         return AgentStatus(
             source: sourceSummary, ready: ready, startedAt: startedAt, lastSync: lastSync, lastFullSync: lastFullSyncReport,
