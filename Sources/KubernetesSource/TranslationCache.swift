@@ -31,6 +31,8 @@ import KubernetesClient
     private(set) var decisions = RouteDecisions()
     /// For each backend Service of a programmable route, the parent Services it feeds.
     private var routeParentsOfBackend: [ObjectKey: Set<ObjectKey>] = [:]
+    /// For each Service, the routes that name it (as parent or backend), whether it exists or not.
+    private var routesNaming: [ObjectKey: Set<RouteRef>] = [:]
 
     /// The last translation; nil before the first.
     private(set) var last: Translation?
@@ -65,6 +67,7 @@ import KubernetesClient
         canaryOf = [:]
         canaryUsers = [:]
         for (key, service) in all { indexCanary(of: key, service) }
+        if !routes.isEmpty { decideAllRoutes() }
         touched = nil
     }
 
@@ -73,8 +76,8 @@ import KubernetesClient
         services[key] = service
         indexCanary(of: key, service)
         touch(affected(by: key))
-        // A Service is a route's parent or backend: the routes' verdicts may change with it.
-        if !routes.isEmpty { decideRoutes() }
+        // A Service is a route's parent or backend: those routes' verdicts may change with it.
+        if let named = routesNaming[key] { decideRoutes(named) }
     }
 
     // MARK: - Gateway API
@@ -83,52 +86,102 @@ import KubernetesClient
     mutating func replaceRoutes(_ kind: RouteKind, _ all: [ObjectKey: Route]) {
         routes = routes.filter { $0.key.kind != kind }
         for (key, route) in all { routes[RouteRef(kind: kind, namespace: key.namespace, name: key.name)] = route }
-        decideRoutes()
+        decideAllRoutes()
         touched = nil
     }
 
-    /// One watch event on a route (nil: deleted): the parents it governs, before and after, are touched.
+    /// One watch event on a route (nil: deleted): that route is evaluated again, and the parents
+    /// whose ports it governed or governs are touched.
     mutating func changeRoute(_ kind: RouteKind, _ key: ObjectKey, to route: Route?) {
-        routes[RouteRef(kind: kind, namespace: key.namespace, name: key.name)] = route
-        decideRoutes()
-    }
-
-    /// The route as the server returned it after our status write (its status and resourceVersion).
-    mutating func noteRouteStatus(_ ref: RouteRef, _ route: Route) {
-        guard routes[ref] != nil else { return }
+        let ref = RouteRef(kind: kind, namespace: key.namespace, name: key.name)
+        if let old = routes[ref] { unindex(ref, old) }
         routes[ref] = route
+        if let route { index(ref, route) }
+        decideRoutes([ref])
     }
 
     mutating func replaceGrants(_ all: [ObjectKey: ReferenceGrant]) {
         grants = all
-        decideRoutes()
+        decideAllRoutes()
         touched = nil
     }
 
+    /// A ReferenceGrant can allow or forbid any route's backend: every route is evaluated again.
     mutating func changeGrant(_ key: ObjectKey, to grant: ReferenceGrant?) {
         grants[key] = grant
-        decideRoutes()
+        decideAllRoutes()
     }
 
-    /// Evaluates every route again (they are few: one per canaried Service), and touches the
-    /// parents of every route whose verdict or governed ports changed.
-    private mutating func decideRoutes() {
-        let before = decisions
-        decisions = RouteDecisions(routes: routes, services: services, grants: Array(grants.values))
-        guard decisions != before else { return }
-        for ref in Set(before.verdicts.keys).union(decisions.verdicts.keys) where before.verdicts[ref] != decisions.verdicts[ref] {
-            for verdict in [before.verdicts[ref], decisions.verdicts[ref]].compactMap({ $0 }) {
-                touch(Set(verdict.parents.compactMap(\.service)))
+    /// The Services each route names (its Service parents in its namespace, its backend Services).
+    private static func servicesNamed(by ref: RouteRef, _ route: Route) -> Set<ObjectKey> {
+        var named = Set<ObjectKey>()
+        for parent in route.spec?.parentRefs ?? [] where parent.isService {
+            named.insert(ObjectKey(namespace: parent.namespace ?? ref.namespace, name: parent.name))
+        }
+        for rule in route.spec?.rules ?? [] {
+            for backend in rule.backendRefs ?? [] where backend.isService {
+                named.insert(ObjectKey(namespace: backend.namespace ?? ref.namespace, name: backend.name))
             }
         }
-        for (port, ref) in before.winners where decisions.winners[port] != ref { touch([port.service]) }
-        for (port, _) in decisions.winners where before.winners[port] == nil { touch([port.service]) }
+        return named
+    }
+
+    private mutating func index(_ ref: RouteRef, _ route: Route) {
+        for service in Self.servicesNamed(by: ref, route) { routesNaming[service, default: []].insert(ref) }
+    }
+
+    private mutating func unindex(_ ref: RouteRef, _ route: Route) {
+        for service in Self.servicesNamed(by: ref, route) {
+            routesNaming[service]?.remove(ref)
+            if routesNaming[service]?.isEmpty == true { routesNaming[service] = nil }
+        }
+    }
+
+    /// Every route evaluated again (a relist, a grant): the next translation is a full one.
+    private mutating func decideAllRoutes() {
+        routesNaming = [:]
+        for (ref, route) in routes { index(ref, route) }
+        decisions = RouteDecisions(routes: routes, services: services, grants: Array(grants.values))
+        indexBackends()
+        touched = nil
+    }
+
+    /// These routes evaluated again; their parents' ports decided again; the parents whose verdict
+    /// or winner changed are touched.
+    private mutating func decideRoutes(_ refs: Set<RouteRef>) {
+        var parents = Set<ObjectKey>()
+        var changed = false
+        let grantList = Array(grants.values)
+        for ref in refs {
+            let before = decisions.verdicts[ref]
+            let after = routes[ref].map { RouteEvaluation.evaluate($0, kind: ref.kind, services: services, grants: grantList) }
+            guard before != after else { continue }
+            changed = true
+            decisions.update(ref, after)
+            for verdict in [before, after].compactMap({ $0 }) { parents.formUnion(verdict.parents.compactMap(\.service)) }
+        }
+        guard changed else { return }
+        for parent in parents {
+            decisions.redecide(parent: parent, candidates: routesNaming[parent] ?? [])
+        }
+        touch(parents)
+        indexBackends()
+    }
+
+    /// For each backend Service of a programmable route, the parents it feeds.
+    private mutating func indexBackends() {
         routeParentsOfBackend = [:]
         for verdict in decisions.verdicts.values {
             for backend in verdict.backends ?? [] {
                 routeParentsOfBackend[backend.service, default: []].formUnion(verdict.parents.compactMap(\.service))
             }
         }
+    }
+
+    /// The route as the server returned it after our status write (its status and resourceVersion).
+    mutating func noteRouteStatus(_ ref: RouteRef, _ route: Route) {
+        guard routes[ref] != nil else { return }
+        routes[ref] = route
     }
 
     /// A relist of the EndpointSlices: the cache holds exactly these; the next translation is a full one.

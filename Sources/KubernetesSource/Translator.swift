@@ -73,7 +73,29 @@ public struct RouteDecisions: Sendable, Hashable {
             verdicts[ref] = RouteEvaluation.evaluate(route, kind: ref.kind, services: services, grants: grants)
         }
         winners = RouteEvaluation.winners(Array(verdicts.values))
+        for key in winners.keys { winnerPorts[key.service, default: []].append(key.portIndex) }
     }
+
+    /// Sets (or, nil, removes) one route's verdict, then decides again the ports of `parents`
+    /// (each with the routes that may govern it): one route's change costs its own evaluation and
+    /// its parents' ports, not every route's.
+    mutating func update(_ ref: RouteRef, _ verdict: RouteVerdict?) {
+        verdicts[ref] = verdict
+    }
+
+    /// Decides again who governs each port of `parent`, among the verdicts of `candidates`.
+    mutating func redecide(parent: ObjectKey, candidates: Set<RouteRef>) {
+        for port in winnerPorts[parent] ?? [] { winners[RouteEvaluation.PortKey(service: parent, portIndex: port)] = nil }
+        winnerPorts[parent] = nil
+        let decided = RouteEvaluation.winners(candidates.compactMap { verdicts[$0] }).filter { $0.key.service == parent }
+        for (key, ref) in decided {
+            winners[key] = ref
+            winnerPorts[parent, default: []].append(key.portIndex)
+        }
+    }
+
+    /// The ports of each parent that have a winner (to clear them when deciding again).
+    private var winnerPorts: [ObjectKey: [Int]] = [:]
 
     /// The verdict of the route governing each port of a Service that a route governs.
     public func governing(_ service: ObjectKey, portCount: Int) -> [Int: RouteVerdict] {
