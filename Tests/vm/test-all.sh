@@ -35,6 +35,13 @@ say "packaging: Tests/packaging/validate.sh (manifests, systemd unit, example co
 bash "$repo/Tests/packaging/validate.sh" </dev/null
 packaging_status=$?
 
+# The stand-in API server the end-to-end bench runs against must behave like kube-apiserver (Gateway
+# API discovery, generation, the status subresource, schema validation, conflicts): its own tests.
+say "stand-in API server: python3 -m unittest test_apiserver (Tests/e2e)"
+(cd "$repo/Tests/e2e" && python3 -m unittest -q test_apiserver </dev/null)
+apiserver_status=$?
+[ "$apiserver_status" -ne 0 ] && packaging_status=$apiserver_status
+
 # The VM run goes ahead even when the host failed: one run tells about both.
 vm_started=$(date +%s)
 vm_output=$(mktemp)

@@ -18,6 +18,7 @@ let size = HostSize.current
 
 // Benchmarks run one after another: state shared between setup and the measured closure.
 nonisolated(unsafe) var eventPath: EventPath?
+nonisolated(unsafe) var changePath: ChangePath?
 
 /// Bytes requested from malloc and not freed since `start`: what a structure built meanwhile holds.
 struct HeapCounter {
@@ -60,6 +61,33 @@ let benchmarks: @Sendable () -> Void = {
             let operations = eventPath!.take()
             benchmark.measurement(operationsPerEvent, operations.count)
             blackHole(operations)
+        }
+    }
+
+    // 2. One weight change, side by side: the annotation scheme's and a Gateway API route's (as
+    // Argo Rollouts' plugin writes a step), over the same cluster.
+    for kind in [ChangePath.Kind.annotation, .route] {
+        Benchmark(
+            "Weight change to operations: \(kind == .route ? "a TCPRoute's weights" : "a canary-weight annotation"), \(size)",
+            configuration: .init(
+                metrics: [.wallClock, .mallocCountTotal, operationsPerEvent], warmupIterations: 10,
+                maxDuration: .seconds(5), maxIterations: 5000,
+                setup: {
+                    var path = ChangePath(size: size, kind: kind)
+                    // A weight change of one service is weight edits of its destinations, nothing else.
+                    let first = path.take()
+                    guard !first.isEmpty, first.allSatisfy({ $0.kind == "edit-destination" }) else {
+                        fatalError("a weight change should plan only weight edits, not \(first.map(\.kind))")
+                    }
+                    changePath = path
+                },
+                teardown: { changePath = nil })
+        ) { benchmark in
+            for _ in benchmark.scaledIterations {
+                let operations = changePath!.take()
+                benchmark.measurement(operationsPerEvent, operations.count)
+                blackHole(operations)
+            }
         }
     }
 
