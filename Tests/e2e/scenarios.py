@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -336,12 +337,19 @@ def wait_converged(agent: Agent, name: str, service: str, target: float, canary:
 
 
 def static_config(services: list[dict], scheduler: str = "wrr") -> str:
-    """The static YAML for these services: {name, address, scheduler?, stable: [..], canary_weight?, canary: [..]}."""
+    """The static YAML for these services: {name, address, scheduler?, stable: [..], canary_weight?, canary: [..]},
+    or with any number of weighted groups {name, address, scheduler?, backends: [(name, weight, [endpoint, ..]), ..]}."""
     lines = [f"scheduler: {scheduler}", "services:"]
     for s in services:
         lines += [f"  - name: {s['name']}", f"    address: {s['address']}", "    port: 80", "    protocol: tcp"]
         if s.get("scheduler"):
             lines.append(f"    scheduler: {s['scheduler']}")
+        if s.get("backends") is not None:
+            lines.append("    backends:")
+            for group, weight, members in s["backends"]:
+                lines += [f"      - name: {group}", f"        weight: {weight}",
+                          "        endpoints: [" + ", ".join(f'"{e}"' for e in members) + "]"]
+            continue
         lines.append("    stable: [" + ", ".join(f'"{e}"' for e in s["stable"]) + "]")
         if s.get("canary"):
             lines += ["    canary:", f"      weight: {s['canary_weight']}",
@@ -873,6 +881,246 @@ def rolling_update(b: Bench, r: Record) -> None:
     no_failures(r, "continuous load across the update", load.stop())
     result = bench.burst("10.96.0.120:80", CONNECTIONS)
     r.measure("after the update, weight 25, wrr", result, "v2", 0.25, effective_share(agent, name), "wrr")
+
+
+# ------------------------------------------------------------------------------------ scenario 13
+
+
+def group_counts(result: dict, groups: dict[str, list], per_address: bool = False) -> dict[str, int]:
+    """Connections (or, with ``per_address``, client addresses) per backend group, told apart by the
+    pod that answered (its X-Pod header): the groups are disjoint sets of backends. A pod of no group
+    counts as "(other)", an address that reached several groups as "(several)": both count against
+    every group's share."""
+    group_of = {backend.name: name for name, members in groups.items() for backend in members}
+    counts = {name: 0 for name in groups}
+    if per_address:
+        for pods in result.get("by_source", {}).values():
+            names = {group_of.get(pod, "(other)") for pod in pods}
+            if names:
+                key = names.pop() if len(names) == 1 else "(several)"
+                counts[key] = counts.get(key, 0) + 1
+    else:
+        for pod, count in result.get("by_pod", {}).items():
+            key = group_of.get(pod, "(other)")
+            counts[key] = counts.get(key, 0) + count
+    return counts
+
+
+def explain_json(agent: Agent, name: str) -> dict:
+    result = agent.cli("explain", name, "--agent", agent.listen, "--output", "json", check=False)
+    if result.returncode != 0:
+        raise BenchError(f"canary-agent explain {name}: exit {result.returncode}: {(result.stderr or result.stdout).strip()[:300]}")
+    return json.loads(result.stdout)
+
+
+def percent_value(text) -> float | None:
+    """"62.50%" → 0.625."""
+    try:
+        return float(str(text).strip().rstrip("%").strip()) / 100
+    except ValueError:
+        return None
+
+
+def wait_groups(agent: Agent, name: str, service: str, groups: list[tuple[str, int, list]], scheduler: str,
+                timeout: float = 90) -> dict:
+    """Waits until the agent's status shows these groups ((name, weight, backends), in order) with
+    their effective shares, and the kernel agrees: the service with this scheduler, no destination
+    outside the groups, and under wrr each group's part of the kernel's weights equal to its
+    effective share (sh, mh: the kernel's weights exactly those `canary-agent explain --output json`
+    gives). Returns the status entry."""
+    members = {group: {backend.endpoint for backend in backends} for group, _, backends in groups}
+    every = set().union(*members.values())
+
+    def converged():
+        entry = status_entry(agent, name)
+        if entry is None or not entry.get("programmed"):
+            return None
+        reported = entry.get("groups") or []
+        if [(g.get("name"), g.get("weight")) for g in reported] != [(g, w) for g, w, _ in groups]:
+            return None
+        if any(g.get("effective") is None for g in reported):
+            return None
+        kernel = bench.ipvs_table().get(service)
+        if kernel is None or kernel.scheduler != scheduler:
+            return None
+        weights = {d: v["weight"] for d, v in kernel.destinations.items()}
+        if not set(weights) <= every:
+            return None
+        if scheduler == "wrr":
+            total = sum(weights.values())
+            for g in reported:
+                share = sum(weights.get(e, 0) for e in members[g["name"]]) / total if total else 0.0
+                if abs(share - float(g["effective"])) > 1e-3:
+                    return None
+        elif {d["address"]: d["weight"] for d in explain_json(agent, name).get("destinations", [])} != weights:
+            # sh and mh: the kernel holds the weights the agent chose (explain computes them alike).
+            return None
+        return entry
+    wanted = "/".join(str(w) for _, w, _ in groups)
+    return wait_for(f"{name} at {wanted} ({scheduler}) in the agent's status and the kernel", converged, timeout)
+
+
+def measure_groups(r: Record, label: str, result: dict, counts: dict[str, int], entry: dict, scheduler: str,
+                   trials: int | None = None, trials_what: str = "connections") -> None:
+    """One measurement per group: its counted share against its effective share in the agent's status."""
+    for group in entry["groups"]:
+        r.measure(label, dict(result, by_version=counts), group["name"], float(group["target"]),
+                  float(group["effective"]), scheduler, trials=trials, trials_what=trials_what)
+
+
+def list_roles(text: str) -> dict[str, dict[str, str]]:
+    """`canary-agent list` (text) → service ("TCP 10.96.0.130:80") → destination → its role (the last
+    column; "" when the line has none)."""
+    roles: dict[str, dict[str, str]] = {}
+    current = None
+    for line in text.splitlines():
+        fields = line.split()
+        if line.startswith("  ->") and current is not None and len(fields) >= 2:
+            roles[current][fields[1]] = fields[-1] if len(fields) >= 8 else ""
+        elif len(fields) >= 2 and fields[0] in ("TCP", "UDP", "SCTP", "FWM"):
+            current = f"{fields[0]} {fields[1]}"
+            roles[current] = {}
+    return roles
+
+
+@scenario(13, "backend-groups", "Any number of weighted groups: 70/20/10 under wrr, sh and mh, a four-group service "
+          "with weight 0 and an empty group, all weights changed at once under load")
+def backend_groups(b: Bench, r: Record) -> None:
+    v1, v2 = b.net.by_version("v1"), b.net.by_version("v2")
+    # Disjoint sets of backends, told apart by the pod that answers: no version per group needed.
+    three = {"blue": v1[0:3], "green": v1[3:5], "red": v2[0:1]}
+    four = {"main": v1[5:7], "second": v1[7:8], "dark": v2[1:3], "empty": []}
+    vips = {"wrr": "10.96.0.130", "sh": "10.96.0.131", "mh": "10.96.0.132"}
+    four_name, four_vip = "groups-four", "10.96.0.133"
+    four_service = f"TCP {four_vip}:80"
+
+    def groups_of(members: dict, weights) -> list[tuple[str, int, list]]:
+        return [(group, weight, members[group]) for group, weight in zip(members, weights)]
+
+    def config(wrr_weights) -> str:
+        services = [{"name": f"groups-{scheduler}", "address": vip, "scheduler": scheduler,
+                     "backends": [(g, w, endpoints(m)) for g, w, m in
+                                  groups_of(three, wrr_weights if scheduler == "wrr" else (70, 20, 10))]}
+                    for scheduler, vip in vips.items()]
+        services.append({"name": four_name, "address": four_vip,
+                         "backends": [(g, w, endpoints(m)) for g, w, m in groups_of(four, (50, 30, 0, 20))]})
+        return static_config(services)
+
+    agent, path = b.static_agent("backend-groups", config((70, 20, 10)))
+    agent.start()
+
+    # 1. 70/20/10 under wrr, sh and mh.
+    for scheduler, vip in vips.items():
+        name, service = f"groups-{scheduler}", f"TCP {vip}:80"
+        entry = wait_groups(agent, name, service, groups_of(three, (70, 20, 10)), scheduler)
+        label = f"70/20/10, {scheduler}"
+        if scheduler == "wrr":
+            r.check("wrr: every group's effective share is its target exactly",
+                    all(abs(g["effective"] - g["target"]) < 1e-9 for g in entry["groups"]), json.dumps(entry["groups"]))
+            result = bench.burst(f"{vip}:80", CONNECTIONS)
+            measure_groups(r, label, result, group_counts(result, three), entry, scheduler)
+            continue
+        # The kernel hashes the source address: the independent trials are the client addresses.
+        per_address = max(1, -(-CONNECTIONS // 600))
+        result = bench.burst(f"{vip}:80", 600 * per_address, sources=CLIENT_SOURCES, per_source=True)
+        moved = sum(1 for pods in result["by_source"].values() if len(pods) > 1)
+        r.check(f"{scheduler}: each of {len(result['by_source'])} client addresses keeps one backend over "
+                f"{per_address} connections", moved == 0, f"{moved} addresses moved")
+        measure_groups(r, f"{label}, share of 600 client addresses", result,
+                       group_counts(result, three, per_address=True), entry, scheduler,
+                       trials=len(result["by_source"]), trials_what="client addresses")
+
+    # 2. Four groups: 50/30/0/20, the weight-0 group with live endpoints, the weight-20 one empty.
+    entry = wait_groups(agent, four_name, four_service, groups_of(four, (50, 30, 0, 20)), "wrr")
+    shares = {g["name"]: g for g in entry["groups"]}
+    r.check("four groups: the agent gives main 62.5 % and second 37.5 % (the empty group's share is theirs), "
+            "dark (weight 0) and empty none, and takes new connections",
+            abs(shares["main"]["effective"] - 0.625) < 1e-3 and abs(shares["second"]["effective"] - 0.375) < 1e-3
+            and shares["dark"]["effective"] == 0 and shares["empty"]["effective"] == 0
+            and entry.get("refusesNewConnections") is False,
+            json.dumps(entry["groups"]) + f"; refusesNewConnections {entry.get('refusesNewConnections')}")
+    empty_reason = shares["empty"].get("reason") or ""
+    r.check("status: the empty group's reason says it cannot take its share",
+            "no live endpoint" in empty_reason.lower() and shares["empty"]["liveEndpoints"] == 0,
+            f"reason {empty_reason!r}, liveEndpoints {shares['empty']['liveEndpoints']}")
+    r.check("status: the weight-0 group has its 2 live endpoints", shares["dark"]["liveEndpoints"] == 2,
+            f"liveEndpoints {shares['dark']['liveEndpoints']}, reason {shares['dark'].get('reason')!r}")
+    result = bench.burst(f"{four_vip}:80", CONNECTIONS)
+    counts = group_counts(result, four)
+    r.check("the weight-0 group gets no connection at all", counts["dark"] == 0 and result["ok"] > 0,
+            f"counts {counts}")
+    measure_groups(r, "50/30/0/20 (dark: weight 0, empty: no endpoint), wrr", result, counts, entry, "wrr")
+    explained = explain_json(agent, four_name)
+    mismatched = [g for g in explained.get("groups", [])
+                  if percent_value(g.get("effective")) is None
+                  or abs(percent_value(g["effective"]) - shares.get(g.get("name"), {}).get("effective", -1)) > 1e-4
+                  or g.get("reason") != shares[g["name"]].get("reason")]
+    r.check("`explain --output json` gives the four groups the status's effective shares and reasons",
+            [g.get("name") for g in explained.get("groups", [])] == list(four) and not mismatched,
+            json.dumps(explained.get("groups"))[:600])
+    explain = agent.cli("explain", four_name, "--agent", agent.listen, check=False)
+    lines = explain.stdout.splitlines()
+
+    def group_line(group: str) -> str:
+        return next((line for line in lines if re.match(rf"\s+{re.escape(group)}\s+weight \d+,", line)), "")
+    r.check("`explain` (text) lists the four groups by name, the empty one with why it gets nothing",
+            explain.returncode == 0 and all(group_line(g) for g in four) and "no live endpoint" in group_line("empty"),
+            f"exit {explain.returncode}; empty: {group_line('empty').strip()!r}")
+    r.note(f"canary-agent explain {four_name}:\n" + (explain.stdout or explain.stderr))
+
+    # 3. The group names in `canary-agent list`, /metrics and `canary-agent status --output json`.
+    expected_roles = {f"TCP {vip}:80": {m.endpoint: g for g, members in three.items() for m in members} for vip in vips.values()}
+    expected_roles[four_service] = {m.endpoint: g for g, members in four.items() for m in members}
+    table = bench.ipvs_table()
+    listing = agent.cli("list", "--agent", agent.listen, check=False)
+    roles = list_roles(listing.stdout)
+    wrong = [f"{service} {d}: {roles.get(service, {}).get(d)!r}, not {expected[d]!r}"
+             for service, expected in expected_roles.items() for d in table[service].destinations
+             if roles.get(service, {}).get(d) != expected.get(d)]
+    r.check("`canary-agent list` marks every destination of the four services with its group's name",
+            listing.returncode == 0 and not wrong, f"exit {listing.returncode}; " + "; ".join(wrong[:6]))
+    r.note("canary-agent list:\n" + (listing.stdout or listing.stderr))
+    status = agent.status()
+    metric = re.compile(r'^canary_agent_backend_share_effective\{service="([^"]*)",backend="([^"]*)"\} (\S+)$')
+    values = {(m[1], m[2]): float(m[3]) for m in map(metric.match, agent.metrics().splitlines()) if m}
+    missing = []
+    for name in [f"groups-{s}" for s in vips] + [four_name]:
+        for group in status_entry(agent, name)["groups"]:
+            value = values.get((name, group["name"]))
+            if value is None or abs(value - float(group["effective"])) > 1e-9:
+                missing.append(f"{name}/{group['name']}: {value} (status {group['effective']})")
+    r.check("/metrics: canary_agent_backend_share_effective for every group of the four services, as in status",
+            not missing, "; ".join(missing[:6]) or f"{len(values)} series")
+    cli = agent.cli("status", "--agent", agent.listen, "--output", "json", check=False)
+    try:
+        cli_groups = {s["name"]: s.get("groups") for s in json.loads(cli.stdout).get("services", [])}
+    except (ValueError, KeyError, TypeError):
+        cli_groups = {}
+    http_groups = {s["name"]: s.get("groups") for s in status.get("services", [])}
+    r.check("`canary-agent status --output json` gives every service's groups as /status does",
+            bool(cli_groups) and all(cli_groups.get(n) == http_groups.get(n) for n in http_groups),
+            f"exit {cli.returncode}; {json.dumps(cli_groups.get(four_name))[:300]}")
+
+    # 4. Every weight of the wrr service changed at once, under continuous load.
+    vip, service = vips["wrr"], f"TCP {vips['wrr']}:80"
+    others = {s: snapshot(f"TCP {v}:80") for s, v in vips.items() if s != "wrr"}
+    others["four"] = snapshot(four_service)
+    load = bench.load(f"{vip}:80", b.out("groups-load.json"), rate=20)
+    time.sleep(3)
+    reload(agent, path, config((10, 30, 60)))
+    began = time.monotonic()
+    entry = wait_groups(agent, "groups-wrr", service, groups_of(three, (10, 30, 60)), "wrr")
+    r.check("70/20/10 → 10/30/60 in one reload: the agent and the kernel converge, every effective share its target",
+            all(abs(g["effective"] - g["target"]) < 1e-9 for g in entry["groups"]),
+            f"{time.monotonic() - began:.1f}s; effective " + ", ".join(f"{g['name']} {g['effective']:.4f}" for g in entry["groups"]))
+    time.sleep(3)
+    no_failures(r, "continuous load across the change of every weight", load.stop())
+    now = {s: snapshot(f"TCP {v}:80") for s, v in vips.items() if s != "wrr"}
+    now["four"] = snapshot(four_service)
+    r.check("the reload left the other services' kernel entries as they were", now == others,
+            "" if now == others else f"before {others} after {now}")
+    result = bench.burst(f"{vip}:80", CONNECTIONS)
+    measure_groups(r, "after 70/20/10 → 10/30/60 under load, wrr", result, group_counts(result, three), entry, "wrr")
 
 
 # ------------------------------------------------------------------------------------ main
