@@ -82,6 +82,7 @@ struct RunCommand: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
+        HeapTuning.limitArenas()
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw CommandError("--log-level: '\(logLevel)' is not one of trace, debug, info, notice, warning, error")
         }
