@@ -191,7 +191,7 @@ public actor KubernetesSource {
                         group.addTask {
                             for await leading in elector.leadership() {
                                 logger.notice(leading ? "leading: this agent writes route status" : "not leading: another agent writes route status")
-                                if leading { await self.statusDue.ring() }
+                                if leading { self.statusDue.ring() }
                             }
                         }
                     } catch {
@@ -209,7 +209,7 @@ public actor KubernetesSource {
                         if let event = await self.event(for: problem) { eventContinuation.yield(event) }
                     }
                     await onUpdate(update)
-                    await self.statusDue.ring()
+                    self.statusDue.ring()
                 }
             }
             group.addTask {

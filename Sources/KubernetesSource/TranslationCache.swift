@@ -71,7 +71,7 @@ import KubernetesClient
         touched = nil
     }
 
-    mutating func changeService(_ key: ObjectKey, to service: Service?) {
+    @_spi(Benchmarks) public mutating func changeService(_ key: ObjectKey, to service: Service?) {
         touch(affected(by: key))
         services[key] = service
         indexCanary(of: key, service)
@@ -83,7 +83,7 @@ import KubernetesClient
     // MARK: - Gateway API
 
     /// A relist of one route kind: the cache holds exactly these of that kind.
-    mutating func replaceRoutes(_ kind: RouteKind, _ all: [ObjectKey: Route]) {
+    @_spi(Benchmarks) public mutating func replaceRoutes(_ kind: RouteKind, _ all: [ObjectKey: Route]) {
         routes = routes.filter { $0.key.kind != kind }
         for (key, route) in all { routes[RouteRef(kind: kind, namespace: key.namespace, name: key.name)] = route }
         decideAllRoutes()
@@ -92,7 +92,7 @@ import KubernetesClient
 
     /// One watch event on a route (nil: deleted): that route is evaluated again, and the parents
     /// whose ports it governed or governs are touched.
-    mutating func changeRoute(_ kind: RouteKind, _ key: ObjectKey, to route: Route?) {
+    @_spi(Benchmarks) public mutating func changeRoute(_ kind: RouteKind, _ key: ObjectKey, to route: Route?) {
         let ref = RouteRef(kind: kind, namespace: key.namespace, name: key.name)
         if let old = routes[ref] { unindex(ref, old) }
         routes[ref] = route

@@ -15,7 +15,7 @@ container runtime do for the DaemonSet's pod:
    (the DaemonSet's hostPath volume); the host network namespace (hostNetwork); root with only the
    DaemonSet's capabilities (bounding, permitted, effective and inheritable sets: CAP_NET_ADMIN and
    CAP_NET_RAW, everything else dropped) and no_new_privs (allowPrivilegeEscalation: false); the
-   environment the DaemonSet sets (NODE_NAME, HOST_IP) and the image's PATH; the DaemonSet's command
+   environment the DaemonSet sets (NODE_NAME, HOST_IP, POD_NAMESPACE) and the image's PATH; the DaemonSet's command
    and arguments with $(VAR) expanded as the kubelet does.
 
 The bench's own arguments are kept where the DaemonSet has none of its own: --kubeconfig (the stand-in
@@ -159,7 +159,7 @@ def main(argv: list[str]) -> int:
     listen = flag_value(bench_arguments, "--listen") or "127.0.0.1:9109"
     host_ip, _, port = listen.rpartition(":")
     environment = {"PATH": image_path, "NODE_NAME": flag_value(bench_arguments, "--node-name") or "node-1",
-                   "HOST_IP": host_ip.strip("[]")}
+                   "HOST_IP": host_ip.strip("[]"), "POD_NAMESPACE": "kube-system"}
     for variable in agent.get("env", []):
         if variable["name"] not in environment:
             if "value" not in variable:
