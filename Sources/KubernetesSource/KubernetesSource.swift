@@ -343,9 +343,10 @@ public actor KubernetesSource {
                 let patch = StatusPatch(
                     metadata: .init(resourceVersion: route.metadata.resourceVersion), status: .init(parents: parents))
                 do throws(KubernetesError) {
-                    let written: Route = try await client.patchStatus(
+                    // The route's watch event brings the result into the cache (never the answer
+                    // here: a newer spec may have arrived meanwhile, and the cache must not go back).
+                    let _: Route = try await client.patchStatus(
                         ref.kind.resource(version: version), namespace: ref.namespace, name: ref.name, patch: patch)
-                    cache.noteRouteStatus(ref, written)
                     logger.info("route status written: \(ref) (generation \(route.metadata.generation ?? 0))")
                 } catch where error.isConflict || error.isNotFound {
                     logger.debug("route status of \(ref): \(error) (its next watch event brings it again)")

@@ -30,7 +30,9 @@ import KubernetesClient
     private(set) var grants: [ObjectKey: ReferenceGrant] = [:]
     private(set) var decisions = RouteDecisions()
     /// For each backend Service of a programmable route, the parent Services it feeds.
-    private var routeParentsOfBackend: [ObjectKey: Set<ObjectKey>] = [:]
+    private var routesOfBackend: [ObjectKey: Set<RouteRef>] = [:]
+    /// Each route's problem now (few; compared with the last translation's in the incremental path).
+    private var routeProblems: [RouteRef: InputProblem] = [:]
     /// For each Service, the routes that name it (as parent or backend), whether it exists or not.
     private var routesNaming: [ObjectKey: Set<RouteRef>] = [:]
 
@@ -142,7 +144,9 @@ import KubernetesClient
         routesNaming = [:]
         for (ref, route) in routes { index(ref, route) }
         decisions = RouteDecisions(routes: routes, services: services, grants: Array(grants.values))
-        indexBackends()
+        routesOfBackend = [:]
+        routeProblems = [:]
+        for (ref, verdict) in decisions.verdicts { index(ref, verdict: verdict) }
         touched = nil
     }
 
@@ -157,6 +161,8 @@ import KubernetesClient
             let after = routes[ref].map { RouteEvaluation.evaluate($0, kind: ref.kind, services: services, grants: grantList) }
             guard before != after else { continue }
             changed = true
+            if let before { unindex(ref, verdict: before) }
+            if let after { index(ref, verdict: after) }
             decisions.update(ref, after)
             for verdict in [before, after].compactMap({ $0 }) { parents.formUnion(verdict.parents.compactMap(\.service)) }
         }
@@ -165,24 +171,22 @@ import KubernetesClient
             decisions.redecide(parent: parent, candidates: routesNaming[parent] ?? [])
         }
         touch(parents)
-        indexBackends()
     }
 
-    /// For each backend Service of a programmable route, the parents it feeds.
-    private mutating func indexBackends() {
-        routeParentsOfBackend = [:]
-        for verdict in decisions.verdicts.values {
-            for backend in verdict.backends ?? [] {
-                routeParentsOfBackend[backend.service, default: []].formUnion(verdict.parents.compactMap(\.service))
-            }
+    /// What a verdict adds to the indexes: its backends (whose changes touch its parents), its problem.
+    private mutating func index(_ ref: RouteRef, verdict: RouteVerdict) {
+        for backend in verdict.backends ?? [] { routesOfBackend[backend.service, default: []].insert(ref) }
+        routeProblems[ref] = verdict.problem
+    }
+
+    private mutating func unindex(_ ref: RouteRef, verdict: RouteVerdict) {
+        for backend in verdict.backends ?? [] {
+            routesOfBackend[backend.service]?.remove(ref)
+            if routesOfBackend[backend.service]?.isEmpty == true { routesOfBackend[backend.service] = nil }
         }
+        routeProblems[ref] = nil
     }
 
-    /// The route as the server returned it after our status write (its status and resourceVersion).
-    mutating func noteRouteStatus(_ ref: RouteRef, _ route: Route) {
-        guard routes[ref] != nil else { return }
-        routes[ref] = route
-    }
 
     /// A relist of the EndpointSlices: the cache holds exactly these; the next translation is a full one.
     @_spi(Benchmarks) public mutating func replaceSlices(_ all: [ObjectKey: EndpointSlice]) {
@@ -256,8 +260,8 @@ import KubernetesClient
     private mutating func translateTouched(_ touched: Set<ObjectKey>) -> Set<ServiceKey>? {
         guard let problems = last?.problems else { return nil }
         // A route's problem appears or goes with the route's verdict: only a full translation lists them exactly.
-        let routeProblems = decisions.verdicts.values.compactMap(\.problem).sorted()
-        guard routeProblems == problems.filter({ $0.object.isRoute }) else { return nil }
+        let lastRouteProblems = problems.filter { $0.object.isRoute }
+        guard lastRouteProblems.count == routeProblems.count, lastRouteProblems == routeProblems.values.sorted() else { return nil }
         if touched.isEmpty { return [] }
         let touchedNames = Set(touched.map(\.reference))
         // A problem on a touched Service, on the Node, or an address conflict anywhere (the Service
@@ -290,7 +294,6 @@ import KubernetesClient
         // In place: `last` gives up its reference first, so that its 10,000 entries are not copied.
         var translation = last!
         last = nil
-        translation.routes = decisions
         var before: [ServiceKey: DesiredService] = [:]
         for name in touchedNames {
             for key in outputs[name] ?? [] {
@@ -333,7 +336,11 @@ import KubernetesClient
     /// The Service itself, the stable Services that name it as their canary, and the parents of
     /// the routes it is a backend of.
     private func affected(by key: ObjectKey) -> Set<ObjectKey> {
-        (canaryUsers[key] ?? []).union([key]).union(routeParentsOfBackend[key] ?? [])
+        var keys = (canaryUsers[key] ?? []).union([key])
+        for ref in routesOfBackend[key] ?? [] {
+            keys.formUnion(decisions.verdicts[ref]?.parents.compactMap(\.service) ?? [])
+        }
+        return keys
     }
 
     private mutating func indexCanary(of key: ObjectKey, _ service: Service?) {
