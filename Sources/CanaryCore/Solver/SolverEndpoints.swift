@@ -15,9 +15,16 @@ struct SolverEndpoints {
 
     /// Endpoints listed by the same set of groups: they carry the same share each.
     struct DestinationClass: Hashable {
-        /// The groups that list these endpoints, ascending.
-        var groups: [Int]
+        /// The first group that lists these endpoints.
+        var group: Int
+        /// The other groups that list them, ascending (empty unless addresses are shared: no allocation).
+        var otherGroups: [Int] = []
         var liveCount: Int
+
+        /// Every group that lists these endpoints, ascending.
+        var groups: [Int] { otherGroups.isEmpty ? [group] : [group] + otherGroups }
+        var isSingleGroup: Bool { otherGroups.isEmpty }
+        func contains(_ index: Int) -> Bool { group == index || otherGroups.contains(index) }
     }
 
     /// Every endpoint once, in the service's order (the groups in order, a duplicate's first occurrence).
@@ -40,75 +47,57 @@ struct SolverEndpoints {
         let groupCount = service.backends.count
         var count = 0
         for group in service.backends { count += group.endpoints.count }
-        // One entry per address: its first group, liveness, and (rarely) the other groups listing it.
-        var addresses: [SocketAddress] = []
-        var firstGroup: [Int] = []
-        var live: [Bool] = []
-        var otherGroups: [Int: [Int]] = [:]
-        addresses.reserveCapacity(count)
-        firstGroup.reserveCapacity(count)
-        live.reserveCapacity(count)
+        // The common case first: no address in two groups, so each group is a class. One pass.
+        var members: [Member] = []
+        members.reserveCapacity(count)
+        var classes: [DestinationClass] = []
+        classes.reserveCapacity(groupCount)
+        var duplicates: [SocketAddress] = []
         // Short lists are checked for duplicates linearly, which is cheaper than hashing.
         let usesIndex = count > 32
         var index: [SocketAddress: Int] = usesIndex ? Dictionary(minimumCapacity: count) : [:]
-        var duplicates: [SocketAddress] = []
-        for (groupIndex, group) in service.backends.enumerated() {
+        var shared = false
+        walk: for (groupIndex, group) in service.backends.enumerated() {
+            classes.append(DestinationClass(group: groupIndex, liveCount: 0))
             for endpoint in group.endpoints {
                 let existing: Int? =
-                    usesIndex ? index[endpoint.address] : addresses.firstIndex(of: endpoint.address)
+                    usesIndex ? index[endpoint.address] : members.firstIndex { $0.address == endpoint.address }
                 if let existing {
-                    if (otherGroups[existing]?.last ?? firstGroup[existing]) == groupIndex {
-                        duplicates.append(endpoint.address)
-                    } else {
-                        otherGroups[existing, default: []].append(groupIndex)
+                    if members[existing].classIndex != groupIndex {
+                        shared = true
+                        break walk
                     }
-                    if endpoint.state == .live { live[existing] = true }
+                    duplicates.append(endpoint.address)
+                    if endpoint.state == .live && !members[existing].isLive {
+                        members[existing].isLive = true
+                        members[existing].rank = classes[groupIndex].liveCount
+                        classes[groupIndex].liveCount += 1
+                    }
                     continue
                 }
-                if usesIndex { index[endpoint.address] = addresses.count }
-                addresses.append(endpoint.address)
-                firstGroup.append(groupIndex)
-                live.append(endpoint.state == .live)
+                if usesIndex { index[endpoint.address] = members.count }
+                var rank = -1
+                if endpoint.state == .live {
+                    rank = classes[groupIndex].liveCount
+                    classes[groupIndex].liveCount += 1
+                }
+                members.append(Member(address: endpoint.address, classIndex: groupIndex, isLive: rank >= 0, rank: rank))
             }
         }
-
-        // Classes: one per group unless some address is shared.
-        var classes: [DestinationClass] = (0..<groupCount).map { DestinationClass(groups: [$0], liveCount: 0) }
-        var classOf = firstGroup
-        var shared: [(SocketAddress, [Int])] = []
-        if !otherGroups.isEmpty {
-            var classIndex: [[Int]: Int] = [:]
-            for position in otherGroups.keys.sorted() {
-                let groups = [firstGroup[position]] + (otherGroups[position] ?? [])
-                shared.append((addresses[position], groups))
-                if let known = classIndex[groups] {
-                    classOf[position] = known
-                } else {
-                    classIndex[groups] = classes.count
-                    classOf[position] = classes.count
-                    classes.append(DestinationClass(groups: groups, liveCount: 0))
-                }
-            }
+        if shared {
+            (members, classes, duplicates, self.shared) = Self.sharedClasses(service)
+        } else {
+            self.shared = []
         }
         var groupLiveCounts = [Int](repeating: 0, count: groupCount)
-        var members: [Member] = []
-        members.reserveCapacity(addresses.count)
-        for position in addresses.indices {
-            let classIndex = classOf[position]
-            var rank = -1
-            if live[position] {
-                rank = classes[classIndex].liveCount
-                classes[classIndex].liveCount += 1
-                groupLiveCounts[firstGroup[position]] += 1
-                for group in otherGroups[position] ?? [] { groupLiveCounts[group] += 1 }
-            }
-            members.append(Member(address: addresses[position], classIndex: classIndex, isLive: rank >= 0, rank: rank))
+        for destinationClass in classes {
+            groupLiveCounts[destinationClass.group] += destinationClass.liveCount
+            for other in destinationClass.otherGroups { groupLiveCounts[other] += destinationClass.liveCount }
         }
         self.members = members
         self.classes = classes
         self.groupLiveCounts = groupLiveCounts
         self.duplicates = duplicates
-        self.shared = shared
 
         if let kernelOrder {
             let listed = Set(kernelOrder)
@@ -123,6 +112,63 @@ struct SolverEndpoints {
         } else {
             listOrder = members.reversed()
         }
+    }
+
+    /// The classes when some address is in several groups: each set of groups listing an address
+    /// is a class (one per group first, then one per set of several).
+    private static func sharedClasses(_ service: DesiredService) -> (
+        [Member], [DestinationClass], [SocketAddress], [(address: SocketAddress, groups: [Int])]
+    ) {
+        var addresses: [SocketAddress] = []
+        var firstGroup: [Int] = []
+        var live: [Bool] = []
+        var otherGroups: [Int: [Int]] = [:]
+        var index: [SocketAddress: Int] = [:]
+        var duplicates: [SocketAddress] = []
+        for (groupIndex, group) in service.backends.enumerated() {
+            for endpoint in group.endpoints {
+                if let existing = index[endpoint.address] {
+                    if (otherGroups[existing]?.last ?? firstGroup[existing]) == groupIndex {
+                        duplicates.append(endpoint.address)
+                    } else {
+                        otherGroups[existing, default: []].append(groupIndex)
+                    }
+                    if endpoint.state == .live { live[existing] = true }
+                    continue
+                }
+                index[endpoint.address] = addresses.count
+                addresses.append(endpoint.address)
+                firstGroup.append(groupIndex)
+                live.append(endpoint.state == .live)
+            }
+        }
+        var classes: [DestinationClass] = service.backends.indices.map { DestinationClass(group: $0, liveCount: 0) }
+        var classOf = firstGroup
+        var shared: [(address: SocketAddress, groups: [Int])] = []
+        var classIndex: [[Int]: Int] = [:]
+        for position in otherGroups.keys.sorted() {
+            let others = otherGroups[position] ?? []
+            let groups = [firstGroup[position]] + others
+            shared.append((addresses[position], groups))
+            if let known = classIndex[groups] {
+                classOf[position] = known
+            } else {
+                classIndex[groups] = classes.count
+                classOf[position] = classes.count
+                classes.append(DestinationClass(group: firstGroup[position], otherGroups: others, liveCount: 0))
+            }
+        }
+        var members: [Member] = []
+        members.reserveCapacity(addresses.count)
+        for position in addresses.indices {
+            var rank = -1
+            if live[position] {
+                rank = classes[classOf[position]].liveCount
+                classes[classOf[position]].liveCount += 1
+            }
+            members.append(Member(address: addresses[position], classIndex: classOf[position], isLive: rank >= 0, rank: rank))
+        }
+        return (members, classes, duplicates, shared)
     }
 
     var liveCount: Int { classes.reduce(0) { $0 + $1.liveCount } }
@@ -171,12 +217,20 @@ struct TwoClassView {
     var liveStableCount: Int { endpoints.classes[stableClass].liveCount }
     var liveCanaryCount: Int { canaryClass.map { endpoints.classes[$0].liveCount } ?? 0 }
 
-    /// Weights in list order for these totals (other classes 0).
+    /// Weights in list order for these totals (other classes 0), spread as `listWeights(classTotals:)` does.
     func listWeights(stableTotal: Int, canaryTotal: Int) -> [Int] {
-        var totals = [Int](repeating: 0, count: endpoints.classes.count)
-        totals[stableClass] = stableTotal
-        if let canaryClass { totals[canaryClass] = canaryTotal }
-        return endpoints.listWeights(classTotals: totals)
+        let stableCount = liveStableCount, canaryCount = liveCanaryCount
+        let stableBase = stableCount > 0 ? stableTotal / stableCount : 0
+        let stableExtra = stableCount > 0 ? stableTotal % stableCount : 0
+        let canaryBase = canaryCount > 0 ? canaryTotal / canaryCount : 0
+        let canaryExtra = canaryCount > 0 ? canaryTotal % canaryCount : 0
+        let canaryClass = canaryClass ?? -1
+        return endpoints.listOrder.map { member in
+            guard member.rank >= 0 else { return 0 }
+            if member.classIndex == stableClass { return stableBase + (member.rank < stableExtra ? 1 : 0) }
+            if member.classIndex == canaryClass { return canaryBase + (member.rank < canaryExtra ? 1 : 0) }
+            return 0
+        }
     }
 
     func weightMap(_ listWeights: [Int]) -> [SocketAddress: Int32] { endpoints.weightMap(listWeights) }

@@ -30,21 +30,27 @@ struct TrafficTargets {
             warnings.append("\(service.name): no live endpoint, new connections are refused")
             return
         }
-        let weighted = groups.indices.filter { groups[$0].weight > 0 }
-        let active = weighted.filter { live[$0] > 0 }
-        let missing = weighted.filter { live[$0] == 0 }
-        if !active.isEmpty {
-            let total = active.reduce(0) { $0 + groups[$1].weight }
-            for group in active { groupTargets[group] = Double(groups[group].weight) / Double(total) }
-            if !missing.isEmpty {
-                notes.append(
-                    "no live \(names(missing)) endpoint: "
-                        + (active.count == 1
-                            ? "every new connection goes to \(names(active))"
-                            : "\(missing.count == 1 ? "its" : "their") share goes to \(names(active)) in proportion to their weights"))
+        // One pass for the common case: every group with weight has a live endpoint.
+        var activeTotal = 0, missingCount = 0
+        for (index, group) in groups.enumerated() where group.weight > 0 {
+            if live[index] > 0 { activeTotal += group.weight } else { missingCount += 1 }
+        }
+        if activeTotal > 0 {
+            for (index, group) in groups.enumerated() where group.weight > 0 && live[index] > 0 {
+                groupTargets[index] = Double(group.weight) / Double(activeTotal)
             }
+            guard missingCount > 0 else { return }
+            let active = groups.indices.filter { groups[$0].weight > 0 && live[$0] > 0 }
+            let missing = groups.indices.filter { groups[$0].weight > 0 && live[$0] == 0 }
+            notes.append(
+                "no live \(names(missing)) endpoint: "
+                    + (active.count == 1
+                        ? "every new connection goes to \(names(active))"
+                        : "\(missing.count == 1 ? "its" : "their") share goes to \(names(active)) in proportion to their weights"))
             return
         }
+        let weighted = groups.indices.filter { groups[$0].weight > 0 }
+        let missing = weighted.filter { live[$0] == 0 }
         switch service.unweightedFallback {
         case .useGroupsOfWeightZero:
             let fallback = groups.indices.filter { live[$0] > 0 }
@@ -77,7 +83,7 @@ extension WeightSolver {
     /// Each group's target and effective share, and why they differ.
     static func groupShares(
         _ service: DesiredService, _ endpoints: SolverEndpoints, traffic: TrafficTargets, classShares: [Double]?,
-        listWeights: [Int]?
+        listWeights: [Int]?, weights: [SocketAddress: Int32] = [:]
     ) -> [WeightAssignment.GroupShare] {
         let total = service.totalWeight
         let live = endpoints.groupLiveCounts
@@ -88,12 +94,14 @@ extension WeightSolver {
         return service.backends.enumerated().map { index, group in
             let target = total == 0 ? 0 : Double(group.weight) / Double(total)
             var effective = 0.0
-            var classesOfGroup: [Int] = []
+            // The one class of a group that shares no endpoint (-1: none, or several).
+            var onlyClass = -1, classCount = 0
             if let classShares {
                 for (classIndex, destinationClass) in endpoints.classes.enumerated()
-                where destinationClass.groups.contains(index) && destinationClass.liveCount > 0 {
-                    classesOfGroup.append(classIndex)
-                    if destinationClass.groups.count == 1 {
+                where destinationClass.liveCount > 0 && destinationClass.contains(index) {
+                    classCount += 1
+                    onlyClass = destinationClass.isSingleGroup ? classIndex : -1
+                    if destinationClass.isSingleGroup {
                         effective += classShares[classIndex]
                     } else {
                         let asked = destinationClass.groups.reduce(0.0) { $0 + perEndpoint[$1] }
@@ -114,13 +122,13 @@ extension WeightSolver {
                     parts.append("takes part of the share of groups without live endpoints")
                 }
                 if abs(effective - traffic.groupTargets[index]) > 1e-9 {
-                    if classesOfGroup.count == 1, endpoints.classes[classesOfGroup[0]].groups.count == 1,
-                        let classShares, let listWeights
-                    {
+                    if classCount == 1, onlyClass >= 0, let classShares {
                         if classPhrases == nil {
-                            classPhrases = heldPhrases(service.scheduler, endpoints, classShares, listWeights)
+                            // The two-class solvers hand back weights by address only: put them in list order here.
+                            let inListOrder = listWeights ?? endpoints.listOrder.map { Int(weights[$0.address] ?? 0) }
+                            classPhrases = heldPhrases(service.scheduler, endpoints, classShares, inListOrder)
                         }
-                        parts.append("\(service.scheduler) gives it \(classPhrases?[classesOfGroup[0]] ?? "")")
+                        parts.append("\(service.scheduler) gives it \(classPhrases?[onlyClass] ?? "")")
                     } else {
                         parts.append("\(service.scheduler) gives its endpoints \(SolverSupport.percent(effective))")
                     }

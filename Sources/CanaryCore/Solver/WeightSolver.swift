@@ -60,17 +60,23 @@ public enum WeightSolver {
         // Each class's target: its live endpoints times what its groups ask of each.
         let classTargets = endpoints.classes.map { destinationClass -> Double in
             guard destinationClass.liveCount > 0 else { return 0 }
+            // One group: its whole target (all its live endpoints are this class).
+            if destinationClass.isSingleGroup && destinationClass.liveCount == endpoints.groupLiveCounts[destinationClass.group] {
+                return traffic.groupTargets[destinationClass.group]
+            }
             let each = destinationClass.groups.reduce(0.0) { sum, group in
                 endpoints.groupLiveCounts[group] > 0
                     ? sum + traffic.groupTargets[group] / Double(endpoints.groupLiveCounts[group]) : sum
             }
             return each * Double(destinationClass.liveCount)
         }
-        let trafficClasses = classTargets.indices.filter { classTargets[$0] > 0 }
+        var trafficClasses: [Int] = []
+        trafficClasses.reserveCapacity(2)
+        for index in classTargets.indices where classTargets[index] > 0 { trafficClasses.append(index) }
 
         var assignment: WeightAssignment
         var classShares: [Double]
-        var listWeights: [Int]
+        var listWeights: [Int]?
         if trafficClasses.count == 1 {
             let view = TwoClassView(endpoints: endpoints, stableClass: trafficClasses[0], canaryClass: nil)
             (assignment, listWeights) = solveTwoClasses(view, target: .zero, service: service)
@@ -93,7 +99,8 @@ public enum WeightSolver {
         assignment.warnings = warnings + assignment.warnings
         assignment.destinationOrder = endpoints.members.map(\.address)
         assignment.groups = groupShares(
-            service, endpoints, traffic: traffic, classShares: classShares, listWeights: listWeights)
+            service, endpoints, traffic: traffic, classShares: classShares, listWeights: listWeights,
+            weights: assignment.weights)
         assignment.effectiveCanaryShare = assignment.groups.dropFirst().reduce(0) { $0 + $1.effective }
         return assignment
     }
@@ -104,9 +111,9 @@ public enum WeightSolver {
     private static func exactBasisPoints(
         _ service: DesiredService, _ endpoints: SolverEndpoints, _ trafficClasses: [Int]
     ) -> Int? {
-        let first = endpoints.classes[trafficClasses[0]].groups, second = endpoints.classes[trafficClasses[1]].groups
-        guard first.count == 1, second.count == 1 else { return nil }
-        let a = service.backends[first[0]].weight, b = service.backends[second[0]].weight
+        let first = endpoints.classes[trafficClasses[0]], second = endpoints.classes[trafficClasses[1]]
+        guard first.isSingleGroup, second.isSingleGroup else { return nil }
+        let a = service.backends[first.group].weight, b = service.backends[second.group].weight
         guard a > 0, b > 0, (b * 10_000) % (a + b) == 0 else { return nil }
         return b * 10_000 / (a + b)
     }
@@ -114,7 +121,7 @@ public enum WeightSolver {
     /// The stable/canary solvers, for one class or two whose target is whole basis points.
     private static func solveTwoClasses(
         _ endpoints: TwoClassView, target: CanaryShare, service: DesiredService
-    ) -> (WeightAssignment, [Int]) {
+    ) -> (WeightAssignment, [Int]?) {
         let both = endpoints.canaryClass != nil
         var assignment: WeightAssignment
         switch service.scheduler {
@@ -152,8 +159,7 @@ public enum WeightSolver {
                 ? WeightedRoundRobinSolver.solveProportional(endpoints, target: target, scheduler: service.scheduler)
                 : oneGroup(endpoints, cycle: false)
         }
-        let listWeights = endpoints.listOrder.map { Int(assignment.weights[$0.address] ?? 0) }
-        return (assignment, listWeights)
+        return (assignment, nil)
     }
 
     /// Three classes or more, or targets that are not whole basis points.
