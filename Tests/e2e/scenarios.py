@@ -1196,5 +1196,10 @@ def main(argv: list[str]) -> int:
     return 0 if passed == len(summary["scenarios"]) and passed > 0 else 1
 
 
+# Scenarios 14-16 (Gateway API routes) live in scenarios_gateway.py, registered here.
+import scenarios_gateway  # noqa: E402
+scenarios_gateway.register(scenario, CONNECTIONS, no_failures)
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
