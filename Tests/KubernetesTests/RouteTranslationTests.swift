@@ -18,9 +18,10 @@ enum RouteFixtures {
     static func route(
         _ kind: RouteKind, _ name: String, parent: String, parentPort: Int? = nil, backends: [JSON], namespace: String = "default",
         matches: [JSON]? = nil, extraRule: [String: JSON] = [:], rules: Int = 1, generation: Int = 1,
-        created: String = "2026-12-01T10:00:00Z", version: String = "v1", labels: [String: String] = [:]
+        created: String = "2026-12-01T10:00:00Z", version: String = "v1", labels: [String: String] = [:],
+        group: JSON = ""
     ) -> JSON {
-        var parentRef: JSON = ["group": "", "kind": "Service", "name": .string(parent)]
+        var parentRef: JSON = ["group": group, "kind": "Service", "name": .string(parent)]
         if let parentPort { parentRef["port"] = .int(parentPort) }
         var rule: JSON = ["backendRefs": .array(backends)]
         if let matches { rule["matches"] = .array(matches) }
@@ -85,6 +86,14 @@ struct RouteTranslationTests {
             #expect(status.map(\.accepted.status) == [true] && status.map(\.resolvedRefs.status) == [true])
             #expect(status.first?.observedGeneration == 1)
         }
+    }
+
+    @Test("a parentRef of group \"core\" (as Flagger's documentation writes it) is the core Service")
+    func coreGroupParent() throws {
+        let route = R.route(.http, "payments", parent: "payments", backends: [R.backend("payments-stable", weight: 1)], group: "core")
+        let result = Translator.translate(try R.input(R.payments(), routes: [route]))
+        #expect(result.problems == [])
+        #expect(result.desiredState.services.values.first?.origin.route != nil)
     }
 
     @Test("at rest both Services select the same pods: one destination each, the route works unchanged")

@@ -130,8 +130,11 @@ public struct ParentReference: Codable, Sendable, Hashable {
     }
 
     /// True for a Service parent (GAMMA).
-    public var isService: Bool { (group ?? RouteKind.group).isEmpty && (kind ?? "Gateway") == "Service" }
+    public var isService: Bool { isCoreGroup(group ?? RouteKind.group) && (kind ?? "Gateway") == "Service" }
 }
+
+/// The core API group: "" as Gateway API writes it, or "core" as Flagger's documentation does.
+func isCoreGroup(_ group: String) -> Bool { group.isEmpty || group == "core" }
 
 /// `rules[].backendRefs[]`: a backend and its weight (default 1, 0 ... 1,000,000).
 public struct RouteBackendRef: Decodable, Sendable, Hashable {
@@ -152,7 +155,7 @@ public struct RouteBackendRef: Decodable, Sendable, Hashable {
     }
 
     /// True for a core Service (the default group and kind).
-    public var isService: Bool { (group ?? "").isEmpty && (kind ?? "Service") == "Service" }
+    public var isService: Bool { isCoreGroup(group ?? "") && (kind ?? "Service") == "Service" }
 }
 
 /// `rules[]` of any of the kinds: its backends, and the L7 fields whose presence the agent checks.
