@@ -57,9 +57,7 @@ def register(scenario, connections: int, failures_check) -> None:
     no_failures = failures_check
     scenario(14, "argo-tcproute", "Argo Rollouts' Gateway API plugin: a TCPRoute stepped 0→10→30→60→100 and "
              "promoted, v1alpha2 (experimental) then v1 (standard), Services following the ReplicaSets")(argo_tcproute)
-    # Held out of the default run (run it by name) until it passes with parentRef group "core" accepted:
-    # it found that bug, fixed after its last run. A negative number keeps it out of `select`'s default.
-    scenario(-15, "flagger-httproute", "Flagger's gatewayapi:v1 provider: HTTPRoute 90/10→80/20→50/50 gated on the "
+    scenario(15, "flagger-httproute", "Flagger's gatewayapi:v1 provider: HTTPRoute 90/10→80/20→50/50 gated on the "
              "route's status (timed), promotion, then an A/B header match refused at L4")(flagger_httproute)
     scenario(16, "gateway-more", "UDPRoute 70/20/10; a canary Service that appears late; CRDs installed after "
              "start; the status Lease taken over when the leader is SIGKILLed")(gateway_more)
